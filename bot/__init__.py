@@ -1,0 +1,1 @@
+"""The Telegram bot (aiogram routers, middlewares, texts); it joins the web app and workers."""

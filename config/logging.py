@@ -1,0 +1,123 @@
+"""Structured logs carrying request and task ids, with secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+
+from config.settings import Settings
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+task_id_var: ContextVar[str | None] = ContextVar("task_id", default=None)
+
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+class ContextFilter(logging.Filter):
+    """Stamp each record with the current request and task id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Attach ids; never drops a record."""
+        record.request_id = request_id_var.get()
+        record.task_id = task_id_var.get()
+        return True
+
+
+class RedactFilter(logging.Filter):
+    """Replace any configured secret that slipped into a message with ``[redacted]``.
+
+    A last line of defence: code paths never log secrets or codes on purpose.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Scrub the formatted message in place."""
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        scrubbed = message
+        for secret in self._secrets:
+            scrubbed = scrubbed.replace(secret, "[redacted]")
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` with its extra fields."""
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and value is not None:
+                entry[key] = value
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type only: exception texts from SMTP or HTTP peers can carry addresses.
+            entry["exc_type"] = record.exc_info[0].__name__
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for the terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Append extra fields and ids when present."""
+        line = super().format(record)
+        fields = [
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _STANDARD_ATTRS and value is not None
+        ]
+        return f"{line}  {' '.join(fields)}" if fields else line
+
+    def formatException(self, ei: object) -> str:
+        """Only the exception type, never its text."""
+        return f"  ({ei[0].__name__})" if isinstance(ei, tuple) and ei[0] else ""
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret string in ``settings``, for the redaction filter."""
+    values = [s.get_secret_value() for site in settings.sites for s in site.webhook_secrets]
+    values += [s.get_secret_value() for site in settings.sites for s in site.api_keys]
+    if settings.secret_key is not None:
+        values.append(settings.secret_key.get_secret_value())
+    if settings.email.password is not None:
+        values.append(settings.email.password.get_secret_value())
+    return values
+
+
+def setup_logging(settings: Settings) -> None:
+    """Configure the root logger once per process."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log.format == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
+    handler.addFilter(RedactFilter(secret_values(settings)))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log.level)
+    # aiohttp's access log repeats what our middleware logs, with query strings.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # One "Executing task" line per task costs more than it tells: outcomes are logged by
+    # the tasks themselves, with the task id.
+    logging.getLogger("taskiq.receiver.receiver").setLevel(logging.WARNING)

@@ -1,0 +1,217 @@
+"""The one settings object every process is assembled from."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from config.sites import CodePolicy, SiteConfig, SitesFile
+
+ENV_PREFIX = "TIDINGS_"
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; the message names the key and is safe to print."""
+
+
+class HttpSettings(BaseModel):
+    """The web process."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "0.0.0.0"  # noqa: S104 - containers listen on every interface
+    port: Annotated[int, Field(ge=1, le=65_535)] = 8080
+    max_body_bytes: Annotated[int, Field(ge=1_024, le=10_485_760)] = 65_536
+
+
+class EmailSettings(BaseModel):
+    """Outgoing email."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: Literal["smtp", "outbox"] = "smtp"
+    host: str = "localhost"
+    port: Annotated[int, Field(ge=1, le=65_535)] = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: str = "no-reply@localhost"
+    from_name: str = "Tidings"
+    timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 15.0
+    pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+    # Reused connections older than this are reopened rather than trusted.
+    max_idle_seconds: Annotated[float, Field(gt=0)] = 30.0
+    validate_certs: bool = True
+
+
+class QueueSettings(BaseModel):
+    """The taskiq stream broker and the delivery retry policy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # Entries read per round trip. Safe above 1 here: nothing is reclaimed by idle time, so
+    # a worker's prefetched entries are never run by another (a dead worker's are handed
+    # back by the reaper), and batching cut the worker's CPU per email by a fifth.
+    xread_count: Annotated[int, Field(ge=1, le=100)] = 8
+    # Far above any task: recovery of crashed work is done by the due-set pump,
+    # not by XAUTOCLAIM, so a slow task is never stolen by another worker.
+    idle_timeout_ms: Annotated[int, Field(ge=60_000)] = 3_600_000
+    maxlen: Annotated[int, Field(ge=10_000)] = 1_000_000
+    # taskiq task results: off, outcomes live on deliveries and events; if on, they expire.
+    keep_results: bool = False
+    result_ttl_seconds: Annotated[int, Field(ge=60)] = 3_600
+    task_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 60.0
+    max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    backoff_base_seconds: Annotated[float, Field(gt=0)] = 2.0
+    backoff_max_seconds: Annotated[float, Field(gt=0)] = 600.0
+    # A queued delivery not finished within this is enqueued again by the pump.
+    requeue_after_seconds: Annotated[float, Field(ge=1)] = 120.0
+    # A send attempt holds its delivery for this long, renewed while it runs; a worker
+    # killed mid-send frees it after at most this.
+    lease_seconds: Annotated[float, Field(ge=1, le=300)] = 15.0
+    # Workers refresh a heartbeat this often; one silent for 3 beats is dead and its
+    # unacknowledged stream entries are handed back.
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=60)] = 5.0
+    pump_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    max_async_tasks: Annotated[int, Field(ge=1)] = 50
+
+
+class EventSettings(BaseModel):
+    """Outbound events to sites' callback URLs (Standard Webhooks)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 15.0
+    # Delays before attempts 2, 3, …: the Standard Webhooks / Svix schedule.
+    retry_schedule_seconds: Annotated[list[float], Field(min_length=0, max_length=20)] = [
+        5,
+        300,
+        1_800,
+        7_200,
+        18_000,
+        36_000,
+        36_000,
+    ]
+
+
+class LogSettings(BaseModel):
+    """Logging."""
+
+    model_config = ConfigDict(frozen=True)
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    """Everything a Tidings process needs to know, read from ``TIDINGS_*`` and ``.env``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    redis_url: str | None = None
+    redis_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "tidings"
+    secret_key: SecretStr | None = None
+    public_url: str = "http://localhost:8080"
+    http: HttpSettings = HttpSettings()
+    email: EmailSettings = EmailSettings()
+    queue: QueueSettings = QueueSettings()
+    events: EventSettings = EventSettings()
+    log: LogSettings = LogSettings()
+    codes: CodePolicy = CodePolicy()
+    sites_file: Path | None = None
+    sites: list[SiteConfig] = []
+    webhook_tolerance_seconds: Annotated[int, Field(ge=30, le=3_600)] = 300
+    webhook_replay_seconds: Annotated[int, Field(ge=600)] = 86_400
+    retention_seconds: Annotated[int, Field(ge=60)] = 86_400
+    dev: bool = False
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # A field validator, so the error's location names TIDINGS_SECRET_KEY.
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("secret_key must be at least 32 characters")
+        return value
+
+    def policy_for(self, site: SiteConfig) -> CodePolicy:
+        """The code policy in force for ``site``."""
+        return site.codes.apply(self.codes)
+
+    def require_redis_url(self) -> str:
+        """The Redis URL, or a :class:`ConfigError` naming the key."""
+        if not self.redis_url:
+            raise ConfigError(f"{ENV_PREFIX}REDIS_URL: required (e.g. redis://localhost:6379/0)")
+        return self.redis_url
+
+    def require_secret_key(self) -> bytes:
+        """The server key that hashes codes, or a :class:`ConfigError` naming the key."""
+        if self.secret_key is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}SECRET_KEY: required, at least 32 random characters "
+                '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+        return self.secret_key.get_secret_value().encode()
+
+
+def _describe(error: ValidationError, origin: str) -> str:
+    # Only the location and message: pydantic's own text would echo the input, maybe a secret.
+    first = error.errors()[0]
+    where = "__".join(str(part) for part in first["loc"] if part != "__root__").upper()
+    if origin == "env":
+        key = f"{ENV_PREFIX}{where}" if where else f"{ENV_PREFIX}*"
+    else:
+        key = f"{origin}: {'.'.join(str(part) for part in first['loc'])}"
+    return f"{key}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def _load_sites_file(path: Path) -> list[SiteConfig]:
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{ENV_PREFIX}SITES_FILE: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        # A directory, no permission, not UTF-8: still one line naming the key.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{ENV_PREFIX}SITES_FILE: {path} cannot be read ({reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{ENV_PREFIX}SITES_FILE: {path} is not valid TOML ({exc})") from None
+    try:
+        return SitesFile.model_validate(raw).sites
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(path))) from None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and sites from their TOML file).
+
+    Raises :class:`ConfigError` with one line naming the offending key.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "env")) from None
+    except SettingsError as exc:
+        # pydantic-settings names the field in its message: 'error parsing value for field "x"'.
+        match = re.search(r'field "([^"]+)"', str(exc))
+        name = match.group(1).upper() if match else "*"
+        raise ConfigError(f"{ENV_PREFIX}{name}: not valid JSON") from None
+    sites = list(settings.sites)
+    if settings.sites_file is not None:
+        sites.extend(_load_sites_file(settings.sites_file))
+    seen: set[str] = set()
+    for site in sites:
+        if site.id in seen:
+            raise ConfigError(f"sites: site id {site.id!r} is declared twice")
+        seen.add(site.id)
+    return settings.model_copy(update={"sites": sites})

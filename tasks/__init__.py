@@ -1,0 +1,1 @@
+"""taskiq broker, tasks, scheduling and delivery providers."""

@@ -1,0 +1,138 @@
+"""Sending one delivery: claim, render, send, record. Safe to run more than once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from config.settings import Settings
+from config.sites import SiteConfig
+from tasks.email.rendering import EmailRenderer
+from tasks.email.senders import EmailSender
+from tasks.errors import DeliveryError
+from verification.deliveries import Claim, DeliveryStore, NotClaimed
+from verification.models import mask_destination, now_ms
+
+logger = logging.getLogger(__name__)
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with equal jitter: half fixed, half random."""
+    delay = min(cap, base * 2 ** (attempt - 1))
+    return float(delay / 2 + random.uniform(0, delay / 2))
+
+
+@dataclass(slots=True)
+class Deliverer:
+    """Everything a delivery task needs, built once per worker process."""
+
+    settings: Settings
+    store: DeliveryStore
+    email: EmailSender
+    renderer: EmailRenderer
+    sites: dict[str, SiteConfig]
+
+    @property
+    def lease_ms(self) -> int:
+        """How long one attempt holds a delivery before it must renew its lease."""
+        return int(self.settings.queue.lease_seconds * 1000)
+
+    async def _keep_lease(self, claim: Claim) -> None:
+        """Renew the lease while the send runs, so a live worker's slow send is not retried."""
+        while True:
+            await asyncio.sleep(self.settings.queue.lease_seconds / 3)
+            try:
+                if not await self.store.extend(claim, self.lease_ms):
+                    return
+            except RedisError:
+                logger.warning(
+                    "could not renew a delivery lease", extra={"delivery": claim.delivery_id}
+                )
+
+    async def _send(self, claim: Claim) -> str:
+        site = self.sites.get(claim.site)
+        if site is None:
+            raise DeliveryError(f"site {claim.site!r} is no longer configured", retryable=False)
+        if claim.channel != "email":
+            raise DeliveryError(f"no provider for channel {claim.channel!r}", retryable=False)
+        minutes = max(1, math.ceil((claim.expires_at_ms - now_ms()) / 60_000))
+        message = self.renderer.render(
+            "code",
+            claim.locale,
+            claim.destination,
+            {"site_name": site.display_name, "code": claim.code, "minutes": minutes},
+        )
+        await self.email.send(message)
+        return message.message_id
+
+    async def deliver(self, delivery_id: str) -> str:
+        """Run one attempt of ``delivery_id``; returns what happened, for the task result."""
+        claim = await self.store.claim(delivery_id, self.lease_ms)
+        if isinstance(claim, NotClaimed):
+            logger.info("delivery not sent", extra={"delivery": delivery_id, "why": claim.reason})
+            return claim.reason
+        vid = claim.verification_id
+        to = mask_destination(claim.channel, claim.destination)
+        log = {"delivery": delivery_id, "attempt": claim.attempt, "to": to}
+        # The lease is kept until the outcome is recorded, not just until the send returns.
+        keeper = asyncio.create_task(self._keep_lease(claim), name=f"lease:{delivery_id}")
+        try:
+            try:
+                provider_id = await self._send(claim)
+            except DeliveryError as exc:
+                return await self._failed(claim, vid, exc, log)
+            except Exception as exc:  # a bug or an unexpected library error: retry, do not lose
+                logger.exception("delivery crashed", extra=log)
+                return await self._failed(
+                    claim,
+                    vid,
+                    DeliveryError(f"internal error: {type(exc).__name__}", retryable=True),
+                    log,
+                )
+            await self._persist(lambda: self.store.sent(claim, vid, provider_id), log)
+            logger.info("delivery sent", extra=log)
+            return "sent"
+        finally:
+            keeper.cancel()
+
+    async def _persist(self, record: Callable[[], Awaitable[str]], log: dict[str, object]) -> None:
+        """Record an outcome, waiting out a Redis outage.
+
+        Once a message has left, forgetting that it did would send it again after the
+        lease runs out.
+        """
+        delay = 0.2
+        deadline = asyncio.get_running_loop().time() + self.settings.queue.task_timeout_seconds
+        while True:
+            try:
+                await record()
+                return
+            except (RedisError, OSError):
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    raise
+                logger.warning("could not record a delivery outcome; retrying", extra=log)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _failed(
+        self, claim: Claim, vid: str, exc: DeliveryError, log: dict[str, object]
+    ) -> str:
+        q = self.settings.queue
+        if exc.retryable and claim.attempt < q.max_attempts:
+            delay = backoff_seconds(claim.attempt, q.backoff_base_seconds, q.backoff_max_seconds)
+            at = now_ms() + int(delay * 1000)
+            await self._persist(lambda: self.store.retry_at(claim, vid, exc.reason, at), log)
+            logger.warning(
+                "delivery will be retried",
+                extra={**log, "reason": exc.reason, "in_seconds": round(delay, 2)},
+            )
+            return "retry"
+        await self._persist(lambda: self.store.failed(claim, vid, exc.reason), log)
+        logger.error("delivery failed", extra={**log, "reason": exc.reason})
+        return "failed"

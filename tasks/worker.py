@@ -1,0 +1,269 @@
+"""Assembling a worker: tasks, resources opened on startup and closed on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import aiohttp
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, TaskiqDepends, TaskiqEvents
+from taskiq.abc.middleware import TaskiqMiddleware
+from taskiq.message import TaskiqMessage
+from taskiq.result import TaskiqResult
+from taskiq.state import TaskiqState
+from taskiq_redis import RedisStreamBroker
+
+from config.logging import setup_logging, task_id_var
+from config.settings import Settings, load_settings
+from tasks.broker import TidingsStreamBroker, build_broker
+from tasks.callbacks import EventSender
+from tasks.delivery import Deliverer
+from tasks.email.rendering import EmailRenderer
+from tasks.email.senders import EmailSender, OutboxSender, SmtpSender
+from tasks.recovery import Recovery, stop_on_signals
+from verification.connections import open_redis
+from verification.deliveries import DeliveryStore
+from verification.events import EventStore
+from verification.keys import Keys
+
+logger = logging.getLogger(__name__)
+
+DELIVER = "tidings.deliver"
+SWEEP_EXPIRED = "tidings.sweep_expired"
+SEND_EVENT = "tidings.send_event"
+
+
+@dataclass(slots=True)
+class WorkerResources:
+    """What one worker process holds open."""
+
+    redis: Redis
+    deliverer: Deliverer
+    recovery: Recovery
+    events: EventSender
+    http: aiohttp.ClientSession
+    pump: asyncio.Task[None] | None = None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+def _resources(context: Context) -> WorkerResources:
+    resources: WorkerResources = context.state.tidings
+    return resources
+
+
+async def deliver(delivery_id: str, context: Annotated[Context, TaskiqDepends()]) -> str:
+    """Send one delivery (email today); idempotent per delivery id."""
+    return await _resources(context).deliverer.deliver(delivery_id)
+
+
+async def send_event(event_id: str, context: Annotated[Context, TaskiqDepends()]) -> str:
+    """POST one outbound event to its site (one attempt; retries are rescheduled)."""
+    return await _resources(context).events.send(event_id)
+
+
+async def sweep_expired(context: Annotated[Context, TaskiqDepends()]) -> int:
+    """Mark pending verifications past their expiry as expired."""
+    expired = await _resources(context).deliverer.store.sweep_expired()
+    if expired:
+        logger.info("verifications expired", extra={"count": len(expired)})
+    return len(expired)
+
+
+class TaskIdMiddleware(TaskiqMiddleware):
+    """Put the task id into every log line a task writes."""
+
+    def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        """Remember the id for the logging context."""
+        task_id_var.set(message.task_id)
+        return message
+
+    def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        """Forget it."""
+        task_id_var.set(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Tasks:
+    """Handles for kicking tasks from any process."""
+
+    deliver: AsyncTaskiqDecoratedTask[Any, Any]
+    sweep_expired: AsyncTaskiqDecoratedTask[Any, Any]
+    send_event: AsyncTaskiqDecoratedTask[Any, Any]
+
+
+def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
+    """Register every task on ``broker`` with its timeout."""
+    timeout = settings.queue.task_timeout_seconds
+    return Tasks(
+        deliver=broker.register_task(deliver, task_name=DELIVER, timeout=timeout),
+        sweep_expired=broker.register_task(
+            sweep_expired,
+            task_name=SWEEP_EXPIRED,
+            timeout=timeout,
+            schedule=[{"cron": "* * * * *", "schedule_id": "sweep-expired"}],
+        ),
+        send_event=broker.register_task(
+            send_event, task_name=SEND_EVENT, timeout=settings.events.timeout_seconds + 5
+        ),
+    )
+
+
+class TaskiqDeliveryQueue:
+    """The :class:`verification.service.DeliveryQueue` of the taskiq stream broker."""
+
+    def __init__(self, broker: RedisStreamBroker, tasks: Tasks) -> None:
+        self._broker = broker
+        self._maxlen = broker.maxlen or 0
+        # taskiq has no public "build without sending"; take the labels from what kiq()
+        # would send once, then fill in ids per message (a TaskiqMessage as JSON).
+        template = tasks.deliver.kicker()._prepare_message("")
+        self._template = {
+            "task_name": template.task_name,
+            "labels": template.labels,
+            "labels_types": template.labels_types,
+            "kwargs": {},
+        }
+
+    @property
+    def stream(self) -> str:
+        """The stream the workers read."""
+        return str(self._broker.queue_name)
+
+    @property
+    def maxlen(self) -> int:
+        """Approximate cap of the stream."""
+        return self._maxlen
+
+    def message(self, delivery_id: str) -> bytes:
+        """What ``deliver.kiq(delivery_id)`` would append to the stream."""
+        task_id = self._broker.id_generator()
+        return json.dumps({"task_id": task_id, **self._template, "args": [delivery_id]}).encode()
+
+
+async def stop_task(task: asyncio.Task[Any], *, timeout: float = 10.0) -> None:
+    """Cancel ``task`` and wait until it has really ended (or ``timeout`` passed).
+
+    One ``cancel()`` is not enough on Python 3.11: redis-py wraps every socket write in
+    ``asyncio.wait_for``, which there drops a cancellation that arrives just as the write
+    completes, and a loop around Redis calls then runs on forever. So cancel again until the
+    task is done.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not task.done():
+        if loop.time() > deadline:
+            logger.warning("task did not stop in time", extra={"task": task.get_name()})
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.warning("task ended with an error", extra={"task": task.get_name()}, exc_info=exc)
+
+
+def build_email_sender(settings: Settings, redis: Redis) -> EmailSender:
+    """The configured email provider."""
+    if settings.email.backend == "outbox":
+        return OutboxSender(redis, Keys(settings.redis_prefix).outbox, echo=settings.dev)
+    return SmtpSender(settings.email)
+
+
+async def _maintain(resources: WorkerResources, tasks: Tasks, settings: Settings) -> None:
+    """Keep the worker's heartbeat, hand back dead workers' tasks, and enqueue due deliveries.
+
+    Due deliveries are retries whose backoff has passed and sends a crashed worker left
+    half done; none of this waits for new traffic.
+    """
+    store = resources.deliverer.store
+    q = settings.queue
+    lease_ms = int(q.requeue_after_seconds * 1000)
+    loop = asyncio.get_running_loop()
+    next_beat = 0.0
+    while True:
+        try:
+            if loop.time() >= next_beat:
+                await resources.recovery.beat()
+                await resources.recovery.reap()
+                next_beat = loop.time() + q.heartbeat_seconds
+            for delivery_id in await store.take_due(lease_ms):
+                await tasks.deliver.kiq(delivery_id)
+            for event_id in await resources.events.store.take_due(lease_ms):
+                await tasks.send_event.kiq(event_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("worker maintenance could not reach Redis; retrying", exc_info=True)
+        await asyncio.sleep(q.pump_interval_seconds)
+
+
+def attach_worker(
+    broker: TidingsStreamBroker, settings: Settings, tasks: Tasks, *, own_signals: bool = False
+) -> None:
+    """Open worker resources on WORKER_STARTUP and close them on WORKER_SHUTDOWN.
+
+    ``own_signals``: this is a ``taskiq worker`` process, so SIGTERM/SIGINT must also stop
+    the stream reads (see :func:`tasks.recovery.stop_on_signals`).
+    """
+
+    async def startup(state: TaskiqState) -> None:
+        redis = open_redis(settings.require_redis_url())
+        keys = Keys(settings.redis_prefix)
+        deliverer = Deliverer(
+            settings=settings,
+            store=DeliveryStore(redis, keys, settings.require_secret_key()),
+            email=build_email_sender(settings, redis),
+            renderer=EmailRenderer(settings.email),
+            sites={site.id: site for site in settings.sites},
+        )
+        recovery = Recovery(redis, broker, settings.redis_prefix, settings.queue.heartbeat_seconds)
+        await recovery.beat()
+        http = aiohttp.ClientSession()
+        events = EventSender(settings, EventStore(redis, keys), http, deliverer.sites)
+        resources = WorkerResources(
+            redis=redis, deliverer=deliverer, recovery=recovery, events=events, http=http
+        )
+        resources.pump = asyncio.create_task(_maintain(resources, tasks, settings), name="pump")
+        state.tidings = resources
+        if own_signals:
+            stop_on_signals(broker)
+        logger.info("worker ready", extra={"queue": keys.queue})
+
+    async def shutdown(state: TaskiqState) -> None:
+        broker.stop_listening()
+        resources: WorkerResources | None = getattr(state, "tidings", None)
+        if resources is None:
+            return
+        if resources.pump is not None:
+            await stop_task(resources.pump)
+        with contextlib.suppress(RedisError, OSError):
+            await resources.recovery.retire()
+        await resources.deliverer.email.close()
+        await resources.http.close()
+        await resources.redis.aclose()
+
+    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, startup)
+    broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, shutdown)
+
+
+def build_worker_broker(
+    settings: Settings, *, own_signals: bool = False
+) -> tuple[TidingsStreamBroker, Tasks]:
+    """A broker with tasks, worker hooks and middlewares: what a worker process runs."""
+    broker = build_broker(settings)
+    broker.add_middlewares(TaskIdMiddleware())
+    tasks = register_tasks(broker, settings)
+    attach_worker(broker, settings, tasks, own_signals=own_signals)
+    return broker, tasks
+
+
+def create_broker() -> AsyncBroker:
+    """Factory for ``taskiq worker tasks.worker:create_broker``: settings from the environment."""
+    settings = load_settings()
+    setup_logging(settings)
+    broker, _ = build_worker_broker(settings, own_signals=True)
+    return broker

@@ -1,0 +1,290 @@
+"""Configuration: every bad setting stops start-up with one line naming the key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.settings import ConfigError, load_settings
+from tidings.devsite import new_api_key, new_webhook_secret
+
+GOOD_SECRET = new_webhook_secret()
+GOOD_KEY = new_api_key()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No ``TIDINGS_*`` from the outer environment, and no ``.env`` in the working directory."""
+    for name in list(os.environ):
+        if name.upper().startswith("TIDINGS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def site(site_id: str = "shop", **extra: Any) -> dict[str, Any]:
+    return {"id": site_id, "webhook_secrets": [GOOD_SECRET], "api_keys": [GOOD_KEY], **extra}
+
+
+def config_error() -> str:
+    """Load settings from the environment, expecting a :class:`ConfigError`; its message."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.strip(), "an empty message helps nobody"
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+def test_defaults_without_any_environment() -> None:
+    settings = load_settings()
+    assert settings.redis_prefix == "tidings"
+    assert settings.email.port == 587
+    assert settings.codes.digits == 6
+    assert settings.sites == []
+
+
+def test_nested_env_sets_one_field_and_keeps_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_EMAIL__PORT", "2525")
+    monkeypatch.setenv("TIDINGS_EMAIL__HOST", "mail.internal")
+    settings = load_settings()
+    assert settings.email.port == 2525
+    assert settings.email.host == "mail.internal"
+    assert settings.email.security == "starttls"  # untouched default
+
+
+def test_env_file_in_working_directory_is_read(clean_env: Path) -> None:
+    (clean_env / ".env").write_text("TIDINGS_EMAIL__PORT=2626\n", encoding="utf-8")
+    assert load_settings().email.port == 2626
+
+
+@pytest.mark.parametrize("value", ["3", "11", "six"])
+def test_bad_code_digits_names_the_key(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("TIDINGS_CODES__DIGITS", value)
+    message = config_error()
+    assert message.startswith("TIDINGS_CODES__DIGITS: ")
+
+
+def test_bad_nested_integer_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_EMAIL__PORT", "not-a-port")
+    assert config_error().startswith("TIDINGS_EMAIL__PORT: ")
+
+
+def test_webhook_secret_without_whsec_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "plain-secret-value-that-should-never-be-printed"
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site(webhook_secrets=[secret])]))
+    message = config_error()
+    assert message.startswith("TIDINGS_SITES__0__WEBHOOK_SECRETS: ")
+    assert "whsec_" in message
+    assert secret not in message
+
+
+def test_webhook_secret_with_too_few_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site(webhook_secrets=["whsec_c2hvcnQ="])]))
+    message = config_error()
+    assert message.startswith("TIDINGS_SITES__0__WEBHOOK_SECRETS: ")
+    assert "24" in message
+
+
+def test_short_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site(api_keys=["tk_short_key"])]))
+    message = config_error()
+    assert message.startswith("TIDINGS_SITES__0__API_KEYS: ")
+    assert "24 characters" in message
+    assert "tk_short_key" not in message
+
+
+def test_invalid_json_in_sites(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SITES", f'[{{"id": "shop", "webhook_secrets": ["{GOOD_SECRET}"]')
+    message = config_error()
+    assert message == "TIDINGS_SITES: not valid JSON"
+    assert GOOD_SECRET not in message
+
+
+def test_sites_from_env_are_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site(name="Acme", channels=["email"])]))
+    [loaded] = load_settings().sites
+    assert loaded.id == "shop"
+    assert loaded.display_name == "Acme"
+    assert loaded.webhook_secrets[0].get_secret_value() == GOOD_SECRET
+    assert GOOD_SECRET not in repr(loaded)  # SecretStr: never printed
+
+
+def _sites_toml(path: Path, body: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path.write_text(body, encoding="utf-8")
+    monkeypatch.setenv("TIDINGS_SITES_FILE", str(path))
+    return path
+
+
+def test_sites_file_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _sites_toml(
+        tmp_path / "sites.toml",
+        f'[[sites]]\nid = "blog"\nname = "The Blog"\nwebhook_secrets = ["{GOOD_SECRET}"]\n'
+        f'api_keys = ["{GOOD_KEY}"]\ndefault_locale = "zh-CN"\n',
+        monkeypatch,
+    )
+    [loaded] = load_settings().sites
+    assert (loaded.id, loaded.name, loaded.default_locale) == ("blog", "The Blog", "zh")
+
+
+def test_missing_sites_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = tmp_path / "nowhere" / "sites.toml"
+    monkeypatch.setenv("TIDINGS_SITES_FILE", str(missing))
+    message = config_error()
+    assert message.startswith("TIDINGS_SITES_FILE: ")
+    assert str(missing) in message
+    assert "does not exist" in message
+
+
+def test_sites_file_that_is_a_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "sites.d"
+    folder.mkdir()
+    monkeypatch.setenv("TIDINGS_SITES_FILE", str(folder))
+    message = config_error()
+    assert message.startswith("TIDINGS_SITES_FILE: ")
+    assert str(folder) in message
+
+
+def test_invalid_toml_sites_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _sites_toml(tmp_path / "sites.toml", '[[sites]\nid = "shop"\n', monkeypatch)
+    message = config_error()
+    assert message.startswith("TIDINGS_SITES_FILE: ")
+    assert str(path) in message
+    assert "not valid TOML" in message
+    assert "line 1" in message
+
+
+def test_sites_file_with_bad_field_names_file_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _sites_toml(
+        tmp_path / "sites.toml",
+        f'[[sites]]\nid = "shop"\nwebhook_secrets = ["{GOOD_SECRET}"]\napi_keys = ["{GOOD_KEY}"]\n'
+        f'[[sites]]\nid = "blog"\nwebhook_secrets = ["{GOOD_SECRET}"]\n'
+        f'api_keys = ["{GOOD_KEY}"]\nchannels = ["pigeon"]\n',
+        monkeypatch,
+    )
+    message = config_error()
+    assert message.startswith(f"{path}: sites.1.channels")
+    assert "'email'" in message  # says what is allowed
+
+
+def test_sites_file_with_unknown_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _sites_toml(
+        tmp_path / "sites.toml",
+        f'[[sites]]\nid = "shop"\nwebhook_secrets = ["{GOOD_SECRET}"]\n'
+        f'api_keys = ["{GOOD_KEY}"]\ncallbak_url = "https://typo.example"\n',
+        monkeypatch,
+    )
+    message = config_error()
+    assert message.startswith(f"{path}: sites.0.callbak_url")
+
+
+def test_sites_file_bad_secret_is_not_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk_live_this_is_not_a_webhook_secret_at_all"
+    path = _sites_toml(
+        tmp_path / "sites.toml",
+        f'[[sites]]\nid = "shop"\nwebhook_secrets = ["{secret}"]\napi_keys = ["{GOOD_KEY}"]\n',
+        monkeypatch,
+    )
+    message = config_error()
+    assert message.startswith(f"{path}: sites.0.webhook_secrets")
+    assert secret not in message
+    assert GOOD_KEY not in message
+
+
+def test_duplicate_site_ids_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site("shop"), site("blog"), site("shop")]))
+    message = config_error()
+    assert "'shop'" in message
+    assert "twice" in message
+
+
+def test_duplicate_site_id_across_env_and_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site("shop")]))
+    _sites_toml(
+        tmp_path / "sites.toml",
+        f'[[sites]]\nid = "shop"\nwebhook_secrets = ["{GOOD_SECRET}"]\napi_keys = ["{GOOD_KEY}"]\n',
+        monkeypatch,
+    )
+    assert "'shop'" in config_error()
+
+
+def test_short_secret_key_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SECRET_KEY", "too-short-key")
+    message = config_error()
+    assert message.startswith("TIDINGS_SECRET_KEY: ")
+    assert "32" in message
+    assert "too-short-key" not in message
+
+
+def test_missing_secret_key_is_required_by_name() -> None:
+    settings = load_settings()
+    with pytest.raises(ConfigError, match=r"^TIDINGS_SECRET_KEY: required"):
+        settings.require_secret_key()
+    with pytest.raises(ConfigError, match=r"^TIDINGS_REDIS_URL: required"):
+        settings.require_redis_url()
+
+
+def test_per_site_code_policy_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_CODES__MAX_ATTEMPTS", "3")
+    monkeypatch.setenv(
+        "TIDINGS_SITES",
+        json.dumps([site("shop", codes={"digits": 8, "ttl_seconds": 120}), site("blog")]),
+    )
+    settings = load_settings()
+    shop, blog = settings.sites
+    shop_policy = settings.policy_for(shop)
+    assert (shop_policy.digits, shop_policy.ttl_seconds) == (8, 120)
+    assert shop_policy.max_attempts == 3  # the global value still applies where not overridden
+    blog_policy = settings.policy_for(blog)
+    assert (blog_policy.digits, blog_policy.ttl_seconds, blog_policy.max_attempts) == (6, 600, 3)
+
+
+def test_per_site_code_policy_out_of_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site(codes={"digits": 12})]))
+    assert config_error().startswith("TIDINGS_SITES__0__CODES__DIGITS: ")
+
+
+def _run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("TIDINGS_")}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "tidings"), *args],
+        cwd=tmp_path,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"TIDINGS_CODES__DIGITS": "3"}, "TIDINGS_CODES__DIGITS"),
+        ({"TIDINGS_SECRET_KEY": "short"}, "TIDINGS_SECRET_KEY"),
+        ({"TIDINGS_SITES": "[not json"}, "TIDINGS_SITES"),
+        ({"TIDINGS_REDIS_URL": ""}, "TIDINGS_REDIS_URL"),
+    ],
+)
+def test_cli_exits_with_one_clear_line(tmp_path: Path, env: dict[str, str], key: str) -> None:
+    result = _run_cli(tmp_path, "web", **env)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Error: {key}: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for value in env.values():
+        if len(value) > 4:
+            assert value not in result.stderr

@@ -1,0 +1,256 @@
+"""Email delivery against a real SMTP server that is down, refuses, stutters or stays open."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import Envelope, Session
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from tasks.worker import build_worker_broker
+from tests.conftest import (
+    RecordingHandler,
+    SmtpSink,
+    auth,
+    code_from,
+    get_verification,
+    signup,
+    wait_for,
+)
+from tidings.embedded_redis import free_port
+from verification.keys import Keys
+from webhooks.app import create_app
+
+
+class CountingSink(SmtpSink):
+    """The conftest sink, also counting the TCP connections it accepts."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.connections = 0
+
+    async def start(self) -> None:
+        def accept() -> SMTPServer:
+            self.connections += 1
+            return SMTPServer(self.handler, hostname="sink.test")
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(accept, "127.0.0.1", self.port)
+
+
+class TransientOnce(RecordingHandler):
+    """Answers the first RCPT with a temporary failure, then accepts."""
+
+    async def handle_RCPT(  # aiosmtpd hook name
+        self,
+        server: SMTPServer,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if self.rcpt_attempts == 0:
+            self.rcpt_attempts += 1
+            return "451 4.3.0 Try again later"
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+
+@pytest.fixture
+async def sinks() -> AsyncIterator[list[SmtpSink]]:
+    """Sinks a test starts itself; stopped afterwards."""
+    started: list[SmtpSink] = []
+    yield started
+    for sink in started:
+        await sink.stop()
+
+
+@pytest.fixture
+def make_client(aiohttp_client: Any) -> Callable[[Settings], Awaitable[TestClient]]:
+    """The real app over HTTP for custom settings."""
+
+    async def build(settings: Settings) -> TestClient:
+        client: TestClient = await aiohttp_client(create_app(settings))
+        return client
+
+    return build
+
+
+async def _delivery(client: TestClient, vid: str) -> dict[str, Any]:
+    delivery: dict[str, Any] = (await get_verification(client, vid))["deliveries"][0]
+    return delivery
+
+
+async def _delivery_when(
+    client: TestClient, vid: str, ok: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        delivery = await _delivery(client, vid)
+        return delivery if ok(delivery) else None
+
+    result: dict[str, Any] = await wait_for(probe, what=what)
+    return result
+
+
+async def test_smtp_down_then_up_is_retried_and_sent_once(
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], Awaitable[TestClient]],
+    start_worker: Callable[[Settings], Awaitable[None]],
+    sinks: list[SmtpSink],
+) -> None:
+    port = free_port()  # nothing listens here yet
+    settings = make_settings(email={"port": port})
+    client = await make_client(settings)
+    await start_worker(settings)
+
+    vid = (await signup(client))["id"]
+    retrying = await _delivery_when(
+        client,
+        vid,
+        lambda d: d["attempts"] >= 2 and bool(d["error"]),
+        "two failed attempts recorded",
+    )
+    assert retrying["status"] == "queued"
+    assert "smtp" in retrying["error"]
+    assert (await get_verification(client, vid))["status"] == "pending"
+
+    sink = SmtpSink(port)
+    await sink.start()
+    sinks.append(sink)
+    [message] = await sink.wait_for_messages(1)
+    assert message["To"] == "alice@example.com"
+    sent = await _delivery_when(client, vid, lambda d: d["status"] == "sent", "delivery sent")
+    assert sent["error"] is None
+    assert sent["provider_id"] == message["Message-ID"]
+
+    # Exactly once: the next email through is someone else's.
+    await signup(client, email="bob@example.com", user_id="u-2")
+    messages = await sink.wait_for_messages(2)
+    assert [m["To"] for m in messages] == ["alice@example.com", "bob@example.com"]
+    check = await client.post(
+        f"/v1/verifications/{vid}/check", json={"code": code_from(message)}, headers=auth()
+    )
+    assert (await check.json())["status"] == "approved"
+
+
+async def test_rcpt_550_fails_for_good_without_retrying(
+    client: TestClient, smtp: SmtpSink, worker: None
+) -> None:
+    smtp.handler.refuse_rcpt = "550 5.1.1 No such user"
+    vid = (await signup(client, email="nobody@example.com"))["id"]
+    failed = await _delivery_when(
+        client, vid, lambda d: d["status"] != "queued", "the delivery to settle"
+    )
+    assert failed["status"] == "failed"
+    assert "550" in failed["error"]
+    assert "nobody@example.com" not in failed["error"]
+    assert failed["attempts"] == 1
+    resource = await get_verification(client, vid)
+    assert resource["status"] == "failed"
+    check = await client.post(
+        f"/v1/verifications/{vid}/check", json={"code": "123456"}, headers=auth()
+    )
+    assert (await check.json())["status"] == "failed"
+
+    # No retry storm: the next RCPT the server sees is a new signup's.
+    smtp.handler.refuse_rcpt = None
+    await signup(client, email="bob@example.com", user_id="u-2")
+    [message] = await smtp.wait_for_messages(1)
+    assert message["To"] == "bob@example.com"
+    assert smtp.handler.rcpt_attempts == 2
+
+    metrics = await (await client.get("/metrics")).text()
+    assert 'tidings_deliveries_total{channel="email",outcome="failed"} 1.0' in metrics
+    assert "tidings_dead_letters 1.0" in metrics
+    assert 'tidings_verifications_total{status="failed"} 1.0' in metrics
+
+
+async def test_rcpt_451_is_retried_and_arrives_once(
+    client: TestClient, smtp: SmtpSink, worker: None
+) -> None:
+    smtp.handler = TransientOnce()
+    vid = (await signup(client))["id"]
+    [message] = await smtp.wait_for_messages(1)
+    sent = await _delivery_when(client, vid, lambda d: d["status"] == "sent", "delivery sent")
+    assert sent["attempts"] == 2
+    assert sent["error"] is None
+    assert smtp.handler.rcpt_attempts == 2
+
+    await signup(client, email="bob@example.com", user_id="u-2")
+    messages = await smtp.wait_for_messages(2)
+    assert [m["To"] for m in messages] == ["alice@example.com", "bob@example.com"]
+    assert smtp.handler.rcpt_attempts == 3
+    check = await client.post(
+        f"/v1/verifications/{vid}/check", json={"code": code_from(message)}, headers=auth()
+    )
+    assert (await check.json())["status"] == "approved"
+
+
+async def test_one_connection_carries_consecutive_emails(
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], Awaitable[TestClient]],
+    start_worker: Callable[[Settings], Awaitable[None]],
+    sinks: list[SmtpSink],
+) -> None:
+    sink = CountingSink(free_port())
+    await sink.start()
+    sinks.append(sink)
+    settings = make_settings(email={"port": sink.port})
+    client = await make_client(settings)
+    await start_worker(settings)
+
+    for n in range(3):
+        vid = (await signup(client, email=f"p{n}@example.com", user_id=f"u-{n}"))["id"]
+        await sink.wait_for_messages(n + 1)
+        await _delivery_when(client, vid, lambda d: d["status"] == "sent", "delivery sent")
+    assert [m["To"] for m in sink.messages] == [f"p{n}@example.com" for n in range(3)]
+    assert sink.connections == 1
+
+
+async def test_redelivered_task_does_not_send_twice(
+    client: TestClient,
+    smtp: SmtpSink,
+    worker: None,
+    settings: Settings,
+    redis_url: str,
+) -> None:
+    vid = (await signup(client))["id"]
+    await smtp.wait_for_messages(1)
+    sent = await _delivery_when(client, vid, lambda d: d["status"] == "sent", "delivery sent")
+
+    # The same task again, straight on the queue (as after a lost acknowledgement) ...
+    broker, tasks = build_worker_broker(settings)
+    await broker.startup()
+    try:
+        await tasks.deliver.kiq(sent["id"])
+    finally:
+        await broker.shutdown()
+    async with Redis.from_url(redis_url, decode_responses=True) as redis:
+
+        async def consumed() -> bool:
+            return await redis.xlen(Keys(settings.redis_prefix).queue) == 0
+
+        await wait_for(consumed, what="the worker to take the repeated task")
+
+    # ... and through the pump, as if the due set still held it.
+    due = Keys(settings.redis_prefix).due
+    async with Redis.from_url(redis_url, decode_responses=True) as redis:
+        await redis.zadd(due, {sent["id"]: 0})
+
+        async def gone() -> bool:
+            return await redis.zscore(due, sent["id"]) is None
+
+        await wait_for(gone, what="the pump to take the delivery and the worker to drop it")
+
+    await signup(client, email="bob@example.com", user_id="u-2")
+    messages = await smtp.wait_for_messages(2)
+    assert [m["To"] for m in messages] == ["alice@example.com", "bob@example.com"]
+    after = await _delivery(client, vid)
+    assert after["status"] == "sent"
+    assert after["attempts"] == 1
+    assert after["provider_id"] == sent["provider_id"]

@@ -1,0 +1,1 @@
+"""Process entry points: the ``tidings`` command and the all-in-one dev runner."""

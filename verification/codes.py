@@ -1,0 +1,70 @@
+"""Codes, tokens and ids: how they are made, hashed and sealed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = ["CodeHasher", "InvalidTag", "PayloadSealer", "generate_code", "new_id"]
+
+
+def generate_code(digits: int) -> str:
+    """A uniformly random numeric code from the OS CSPRNG."""
+    return f"{secrets.randbelow(10**digits):0{digits}d}"
+
+
+def new_id(prefix: str) -> str:
+    """An unguessable public id such as ``ver_…`` (128 random bits)."""
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+def _subkey(master: bytes, purpose: str) -> bytes:
+    return hmac.new(master, f"tidings/{purpose}".encode(), hashlib.sha256).digest()
+
+
+class CodeHasher:
+    """Keyed hashes: codes are stored only as these, and addresses are indexed by them."""
+
+    def __init__(self, master_key: bytes) -> None:
+        self._code_key = _subkey(master_key, "code")
+        self._index_key = _subkey(master_key, "index")
+
+    def code(self, verification_id: str, code: str) -> str:
+        """Hash of ``code`` bound to one verification."""
+        message = f"{verification_id}:{code}".encode()
+        return hmac.new(self._code_key, message, hashlib.sha256).hexdigest()
+
+    def index(self, value: str) -> str:
+        """Opaque, stable digest of an address or user id for use in key names."""
+        return hmac.new(self._index_key, value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class PayloadSealer:
+    """Encrypts what a worker must send (the code) while it waits in Redis.
+
+    AES-256-GCM with a random 96-bit nonce; the sealed form is ``v1.`` + base64url of
+    nonce and ciphertext, so the format can change later without ambiguity.
+    """
+
+    _VERSION = "v1."
+
+    def __init__(self, master_key: bytes) -> None:
+        self._aead = AESGCM(_subkey(master_key, "payload"))
+
+    def seal(self, plaintext: str) -> str:
+        """Encrypt and authenticate ``plaintext``."""
+        nonce = secrets.token_bytes(12)
+        sealed = nonce + self._aead.encrypt(nonce, plaintext.encode(), None)
+        return self._VERSION + base64.urlsafe_b64encode(sealed).decode()
+
+    def open(self, token: str) -> str:
+        """Decrypt a sealed payload; raises :class:`InvalidTag` if tampered with."""
+        if not token.startswith(self._VERSION):
+            raise InvalidTag
+        raw = base64.urlsafe_b64decode(token[len(self._VERSION) :])
+        return self._aead.decrypt(raw[:12], raw[12:], None).decode()

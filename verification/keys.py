@@ -1,0 +1,93 @@
+"""Every Redis key Tidings uses, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def event_id(verification_id: str) -> str:
+    """A verification has one final status change, so one event id: ``evt_`` + its id."""
+    return "evt_" + verification_id.removeprefix("ver_")
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key builder under one prefix (tests give each run its own)."""
+
+    prefix: str = "tidings"
+
+    def verification(self, verification_id: str) -> str:
+        """Hash with one verification's state."""
+        return f"{self.prefix}:v:{verification_id}"
+
+    def verification_deliveries(self, verification_id: str) -> str:
+        """List of the delivery ids of one verification, oldest first."""
+        return f"{self.prefix}:v:{verification_id}:deliveries"
+
+    def delivery(self, delivery_id: str) -> str:
+        """Hash with one delivery's state."""
+        return f"{self.prefix}:d:{delivery_id}"
+
+    def user(self, site: str, user_id_digest: str) -> str:
+        """Set of a site user's verification ids."""
+        return f"{self.prefix}:user:{site}:{user_id_digest}"
+
+    def webhook_seen(self, site: str, webhook_id: str) -> str:
+        """First answer given to one inbound ``webhook-id``."""
+        return f"{self.prefix}:wh:{site}:{webhook_id}"
+
+    def destination_window(self, destination_digest: str) -> str:
+        """Sliding window of sends to one address or number."""
+        return f"{self.prefix}:rl:dest:{destination_digest}"
+
+    def site_hour(self, site: str, hour: int) -> str:
+        """Sends of one site in one clock hour."""
+        return f"{self.prefix}:rl:site:{site}:{hour}"
+
+    def event(self, verification_id: str) -> str:
+        """Hash of the outbound event of a verification's final status change."""
+        return f"{self.prefix}:e:{event_id(verification_id)}"
+
+    def event_by_id(self, evt_id: str) -> str:
+        """The same hash, by event id (``evt_<id>`` or, after a replay, ``evt_<id>_<n>``)."""
+        return f"{self.prefix}:e:{'_'.join(evt_id.split('_')[:2])}"
+
+    @property
+    def events_due(self) -> str:
+        """Sorted set of undelivered events scored by when to (re)send them."""
+        return f"{self.prefix}:events:due"
+
+    @property
+    def events_failed(self) -> str:
+        """List of events that could not be delivered, newest first."""
+        return f"{self.prefix}:events:failed"
+
+    @property
+    def due(self) -> str:
+        """Sorted set of unfinished deliveries scored by when to (re)enqueue them."""
+        return f"{self.prefix}:deliveries:due"
+
+    @property
+    def dead_letters(self) -> str:
+        """List of deliveries that failed for good, newest first."""
+        return f"{self.prefix}:deliveries:failed"
+
+    @property
+    def expiring(self) -> str:
+        """Sorted set of pending verifications scored by expiry time."""
+        return f"{self.prefix}:v:expiring"
+
+    @property
+    def stats(self) -> str:
+        """Hash of counters exported on ``/metrics``."""
+        return f"{self.prefix}:stats"
+
+    @property
+    def outbox(self) -> str:
+        """Development outbox of captured messages, newest first."""
+        return f"{self.prefix}:outbox"
+
+    @property
+    def queue(self) -> str:
+        """The taskiq stream."""
+        return f"{self.prefix}:queue"

@@ -1,0 +1,64 @@
+-- Shared helpers, prepended to every script.
+local function hgetall_map(key)
+  local flat = redis.call('HGETALL', key)
+  local map = {}
+  for i = 1, #flat, 2 do map[flat[i]] = flat[i + 1] end
+  return map
+end
+
+local function hset_map(key, map)
+  local args = {}
+  for k, v in pairs(map) do
+    args[#args + 1] = k
+    args[#args + 1] = tostring(v)
+  end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+end
+
+-- Milliseconds until a send to this destination is allowed (0 = now).
+local function window_wait(key, now, window, limit)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) >= limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return math.max(tonumber(oldest[2]) + window - now, 1)
+  end
+  return 0
+end
+
+local function counter_wait(key, limit)
+  local n = tonumber(redis.call('GET', key) or '0')
+  if n >= limit then return math.max(redis.call('PTTL', key), 1) end
+  return 0
+end
+
+local function record_send(dest_key, now, window, member, site_key, site_ttl)
+  redis.call('ZADD', dest_key, now, member)
+  redis.call('PEXPIRE', dest_key, window)
+  if redis.call('INCR', site_key) == 1 then redis.call('PEXPIRE', site_key, site_ttl) end
+end
+
+-- The outbound event of a verification's one final status change, queued with it
+-- (a transactional outbox: no status change without its event, no event without one).
+local EVENT_TTL_MS = 4 * 86400 * 1000
+-- An operator's replay can reopen a failed verification; its next event gets a new id.
+local function emit_event(ekey, edue, now, vid, v, status)
+  local id = 'evt_' .. string.sub(vid, 5)
+  if v.event_gen ~= nil and v.event_gen ~= '0' then id = id .. '_' .. v.event_gen end
+  redis.call('DEL', ekey)
+  redis.call('HSET', ekey, 'id', id, 'type', 'verification.' .. status,
+    'verification_id', vid, 'site', v.site, 'created_at', now, 'status', 'pending', 'attempts', 0)
+  redis.call('PEXPIRE', ekey, EVENT_TTL_MS)
+  redis.call('ZADD', edue, now, id)
+end
+
+-- A pending verification whose time ran out becomes 'expired' on first touch.
+local function settle_expiry(vkey, v, now, expiring_key, stats_key, vid, ekey, edue)
+  if v.status == 'pending' and tonumber(v.expires_at) <= now then
+    redis.call('HSET', vkey, 'status', 'expired')
+    redis.call('HDEL', vkey, 'code_hash')
+    redis.call('ZREM', expiring_key, vid)
+    redis.call('HINCRBY', stats_key, 'verifications:expired', 1)
+    emit_event(ekey, edue, now, vid, v, 'expired')
+    v.status = 'expired'
+  end
+end

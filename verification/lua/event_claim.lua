@@ -1,0 +1,14 @@
+-- Take an event for one send attempt, or say why not.
+-- KEYS: 1 event, 2 events due set    ARGV: 1 now_ms, 2 lease_ms, 3 event id
+local now = tonumber(ARGV[1])
+local e = hgetall_map(KEYS[1])
+if e.status == nil or e.status ~= 'pending' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return {'done', e.status or 'gone'}
+end
+if tonumber(e.lease_until or '0') > now then return {'busy'} end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local lease_until = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'lease_until', lease_until)
+redis.call('ZADD', KEYS[2], lease_until, ARGV[3])
+return {'claimed', tostring(attempts), e.type, e.site, e.verification_id, e.created_at}

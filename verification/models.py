@@ -1,0 +1,93 @@
+"""The verification resource as sites see it."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    """Lifecycle of a verification."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    MAX_ATTEMPTS_REACHED = "max_attempts_reached"
+    FAILED = "failed"
+
+
+class DeliveryStatus(StrEnum):
+    """Outcome of one send."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+def now_ms() -> int:
+    """Wall-clock time in milliseconds, the unit stored in Redis."""
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def iso(ms: str | int | None) -> str | None:
+    """Milliseconds since the epoch as an RFC 3339 UTC timestamp."""
+    if ms in (None, "", "0", 0):
+        return None
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds")
+
+
+def mask_email(address: str) -> str:
+    """``alice@example.com`` → ``a***@example.com``."""
+    local, _, domain = address.rpartition("@")
+    return f"{local[:1]}***@{domain}" if local else "***"
+
+
+def mask_destination(channel: str, destination: str) -> str:
+    """Hide most of an address or number."""
+    if "@" in destination:
+        return mask_email(destination)
+    return f"{destination[:3]}****{destination[-2:]}" if len(destination) > 6 else "****"
+
+
+def delivery_resource(d: dict[str, str]) -> dict[str, Any]:
+    """One delivery as the API shows it."""
+    return {
+        "id": d["id"],
+        "channel": d["channel"],
+        "status": d["status"],
+        "attempts": int(d.get("attempts", "0")),
+        "provider_id": d.get("provider_id") or None,
+        "error": d.get("error") or None,
+        "created_at": iso(d.get("created_at")),
+        "finished_at": iso(d.get("finished_at")),
+        "next_attempt_at": iso(d.get("next_attempt_at")) if d["status"] == "queued" else None,
+    }
+
+
+def verification_resource(
+    v: dict[str, str], deliveries: list[dict[str, str]], now: int
+) -> dict[str, Any]:
+    """One verification as the API shows it; pending past expiry reads as expired."""
+    status = v["status"]
+    if status == Status.PENDING and int(v["expires_at"]) <= now:
+        status = Status.EXPIRED
+    return {
+        "id": v["id"],
+        "object": "verification",
+        "site": v["site"],
+        "user_id": v["user_id"],
+        "channel": v["channel"],
+        "destination": mask_destination(v["channel"], v["destination"]),
+        "status": status,
+        "attempts_left": int(v["attempts_left"]),
+        "sends": int(v["sends"]),
+        "locale": v["locale"],
+        "created_at": iso(v["created_at"]),
+        "expires_at": iso(v["expires_at"]),
+        "metadata": json.loads(v.get("metadata") or "null"),
+        "deliveries": [delivery_resource(d) for d in deliveries],
+        "telegram_link": None,
+    }

@@ -1,0 +1,58 @@
+"""Lua scripts, loaded once per Redis client and run with EVALSHA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+_NAMES = (
+    "create",
+    "check",
+    "resend",
+    "cancel",
+    "claim",
+    "extend",
+    "record",
+    "pump",
+    "sweep",
+    "event_claim",
+    "event_record",
+    "replay",
+)
+
+
+def _source(name: str) -> str:
+    folder = resources.files("verification") / "lua"
+    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """The registered scripts of one Redis client."""
+
+    create: AsyncScript
+    check: AsyncScript
+    resend: AsyncScript
+    cancel: AsyncScript
+    claim: AsyncScript
+    extend: AsyncScript
+    record: AsyncScript
+    pump: AsyncScript
+    sweep: AsyncScript
+    event_claim: AsyncScript
+    event_record: AsyncScript
+    replay: AsyncScript
+
+    @classmethod
+    def register(cls, redis: Redis) -> Scripts:
+        """Register every script on ``redis`` (no I/O until first use)."""
+        return cls(**{name: redis.register_script(_source(name)) for name in _NAMES})
+
+
+def as_text(reply: Any) -> list[str]:
+    """Normalise a script's array reply to strings."""
+    return [item.decode() if isinstance(item, bytes) else str(item) for item in reply]

@@ -1,0 +1,421 @@
+"""Issuing, checking, resending and canceling verifications."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from config.sites import DELIVERABLE_CHANNELS, Channel, CodePolicy, SiteConfig
+from verification.codes import CodeHasher, PayloadSealer, generate_code, new_id
+from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited, Refused
+from verification.keys import Keys
+from verification.models import DeliveryStatus, Status, iso, now_ms, verification_resource
+from verification.scripts import Scripts, as_text
+
+logger = logging.getLogger(__name__)
+
+HOUR_MS = 3_600_000
+
+
+class DeliveryQueue(Protocol):
+    """Where new deliveries are handed to the workers.
+
+    The service appends the task message to the stream inside the same Lua script that
+    stores the delivery, so a signup is accepted and queued atomically, in one round trip.
+    """
+
+    @property
+    def stream(self) -> str:
+        """The stream key the workers read."""
+
+    @property
+    def maxlen(self) -> int:
+        """Approximate cap of the stream."""
+
+    def message(self, delivery_id: str) -> bytes:
+        """The serialised task message that sends ``delivery_id``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signup:
+    """A validated ``signup.created`` event."""
+
+    user_id: str
+    channel: Channel
+    email: str | None = None
+    phone: str | None = None
+    locale: str | None = None
+    remind_after: int | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The answer to a code check."""
+
+    valid: bool
+    status: str
+    attempts_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """Outcome of accepting a signup; ``replayed`` when the webhook-id was seen before."""
+
+    resource: dict[str, Any]
+    replayed: bool
+    body: str
+
+
+def _raise_for(reply: list[str], missing: str = "no such verification") -> None:
+    """Raise the core's exception for a script's refusal; any other reply passes.
+
+    Refusals: ``not_found``, ``inactive``, ``limited``, ``refused``.
+    """
+    kind = reply[0]
+    if kind == "not_found":
+        raise NotFound(missing)
+    if kind == "inactive":
+        raise NotPending(reply[1])
+    if kind == "limited":
+        raise RateLimited(reply[2], int(reply[1]))
+    if kind == "refused":
+        raise Refused(reply[1])
+
+
+class VerificationService:
+    """The verification core. Every state change is one atomic Redis script."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        queue: DeliveryQueue,
+        *,
+        keys: Keys | None = None,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._queue = queue
+        self._keys = keys or Keys(settings.redis_prefix)
+        master = settings.require_secret_key()
+        self._hasher = CodeHasher(master)
+        self._sealer = PayloadSealer(master)
+        self._scripts = Scripts.register(redis)
+        self._policies: dict[str, CodePolicy] = {}
+
+    def _destination(self, channel: Channel, signup: Signup) -> str:
+        if channel == Channel.EMAIL and signup.email:
+            return signup.email
+        raise ChannelUnavailable(f"channel {channel.value!r} needs a destination it does not have")
+
+    def _check_channel(self, site: SiteConfig, channel: Channel) -> None:
+        if channel not in site.channels:
+            raise ChannelUnavailable(f"channel {channel.value!r} is not enabled for this site")
+        if channel not in DELIVERABLE_CHANNELS:
+            raise ChannelUnavailable(f"channel {channel.value!r} is not available yet")
+
+    def _new_delivery(
+        self, verification_id: str, channel: Channel, send_no: int, code: str, now: int
+    ) -> dict[str, str]:
+        return {
+            "id": new_id("dlv"),
+            "verification_id": verification_id,
+            "channel": channel.value,
+            "send_no": str(send_no),
+            "status": DeliveryStatus.QUEUED.value,
+            "attempts": "0",
+            "created_at": str(now),
+            "secret": self._sealer.seal(json.dumps({"code": code})),
+        }
+
+    def _policy(self, site: SiteConfig) -> CodePolicy:
+        policy = self._policies.get(site.id)
+        if policy is None:
+            policy = self._policies[site.id] = self._settings.policy_for(site)
+        return policy
+
+    async def create(self, site: SiteConfig, webhook_id: str, signup: Signup) -> Created:
+        """Accept a signup once per ``webhook_id``: store it and queue the first code."""
+        self._check_channel(site, signup.channel)
+        destination = self._destination(signup.channel, signup)
+        policy = self._policy(site)
+        now = now_ms()
+        vid = new_id("ver")
+        code = generate_code(policy.digits)
+        expires_at = now + policy.ttl_seconds * 1000
+        verification = {
+            "id": vid,
+            "site": site.id,
+            "user_id": signup.user_id,
+            "channel": signup.channel.value,
+            "destination": destination,
+            "locale": signup.locale or site.default_locale,
+            "status": Status.PENDING.value,
+            "code_hash": self._hasher.code(vid, code),
+            "attempts_left": str(policy.max_attempts),
+            "sends": "1",
+            "created_at": str(now),
+            "updated_at": str(now),
+            "expires_at": str(expires_at),
+            "last_send_at": str(now),
+            "metadata": json.dumps(signup.metadata),
+            "remind_after": str(signup.remind_after or ""),
+        }
+        delivery = self._new_delivery(vid, signup.channel, 1, code, now)
+        public = {k: v for k, v in delivery.items() if k != "secret"}
+        resource = verification_resource(verification, [public], now)
+        body = json.dumps(resource)
+        hour = now // HOUR_MS
+        keys = self._keys
+        dest_key = keys.destination_window(self._hasher.index(destination.lower()))
+        reply = as_text(
+            await self._scripts.create(
+                keys=[
+                    keys.webhook_seen(site.id, webhook_id),
+                    keys.verification(vid),
+                    dest_key,
+                    keys.site_hour(site.id, hour),
+                    keys.user(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
+                    keys.delivery(delivery["id"]),
+                    keys.due,
+                    keys.verification_deliveries(vid),
+                    keys.expiring,
+                    keys.stats,
+                    self._queue.stream,
+                ],
+                args=[
+                    now,
+                    self._settings.webhook_replay_seconds * 1000,
+                    body,
+                    json.dumps(verification),
+                    json.dumps(delivery),
+                    expires_at - now + self._settings.retention_seconds * 1000,
+                    policy.destination_window_seconds * 1000,
+                    policy.sends_per_destination,
+                    policy.site_sends_per_hour,
+                    (hour + 1) * HOUR_MS - now,
+                    delivery["id"],
+                    now + int(self._settings.queue.requeue_after_seconds * 1000),
+                    vid,
+                    expires_at,
+                    self._queue.message(delivery["id"]),
+                    self._queue.maxlen,
+                ],
+            )
+        )
+        if reply[0] == "replay":
+            return Created(json.loads(reply[1]), replayed=True, body=reply[1])
+        _raise_for(reply)
+        return Created(resource, replayed=False, body=body)
+
+    async def replayed_answer(self, site: SiteConfig, webhook_id: str) -> dict[str, Any] | None:
+        """The answer first given to this ``webhook-id``, if any."""
+        stored = cast(
+            str | None, await self._redis.get(self._keys.webhook_seen(site.id, webhook_id))
+        )
+        return json.loads(stored) if stored else None
+
+    async def remember_answer(
+        self, site: SiteConfig, webhook_id: str, answer: dict[str, Any]
+    ) -> None:
+        """Keep the answer to a ``webhook-id`` so a redelivery gets it again."""
+        key = self._keys.webhook_seen(site.id, webhook_id)
+        ttl = self._settings.webhook_replay_seconds
+        await self._redis.set(key, json.dumps(answer), ex=ttl, nx=True)
+
+    async def _load(self, site: SiteConfig, vid: str) -> dict[str, str]:
+        raw = cast(dict[str, str], await self._redis.hgetall(self._keys.verification(vid)))
+        if not raw or raw.get("site") != site.id:
+            raise NotFound("no such verification")
+        return raw
+
+    async def get(self, site: SiteConfig, vid: str) -> dict[str, Any]:
+        """The verification resource with its deliveries."""
+        v = await self._load(site, vid)
+        ids = cast(
+            list[str], await self._redis.lrange(self._keys.verification_deliveries(vid), 0, -1)
+        )
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for did in ids:
+                pipe.hgetall(self._keys.delivery(did))
+            deliveries = [d for d in await pipe.execute() if d]
+        return verification_resource(v, deliveries, now_ms())
+
+    async def check(self, site: SiteConfig, vid: str, code: str) -> CheckResult:
+        """Compare ``code``; a match approves and consumes it, a miss spends an attempt."""
+        keys = self._keys
+        reply = as_text(
+            await self._scripts.check(
+                keys=[
+                    keys.verification(vid),
+                    keys.expiring,
+                    keys.stats,
+                    keys.event(vid),
+                    keys.events_due,
+                ],
+                args=[now_ms(), site.id, self._hasher.code(vid, code), vid],
+            )
+        )
+        if reply[0] == "not_found":
+            raise NotFound("no such verification")
+        return CheckResult(valid=reply[0] == "valid", status=reply[1], attempts_left=int(reply[2]))
+
+    async def resend(
+        self, site: SiteConfig, vid: str, channel: Channel | None = None
+    ) -> dict[str, Any]:
+        """Send a new code (the previous one stops working), optionally by another channel."""
+        v = await self._load(site, vid)
+        chosen = channel or Channel(v["channel"])
+        self._check_channel(site, chosen)
+        signup = Signup(user_id=v["user_id"], channel=chosen, email=v["destination"])
+        destination = self._destination(chosen, signup)
+        policy = self._policy(site)
+        now = now_ms()
+        code = generate_code(policy.digits)
+        expires_at = now + policy.ttl_seconds * 1000
+        delivery = self._new_delivery(vid, chosen, 0, code, now)
+        hour = now // HOUR_MS
+        keys = self._keys
+        reply = as_text(
+            await self._scripts.resend(
+                keys=[
+                    keys.verification(vid),
+                    keys.destination_window(self._hasher.index(destination.lower())),
+                    keys.site_hour(site.id, hour),
+                    keys.delivery(delivery["id"]),
+                    keys.due,
+                    keys.verification_deliveries(vid),
+                    keys.expiring,
+                    keys.stats,
+                    self._queue.stream,
+                    keys.event(vid),
+                    keys.events_due,
+                ],
+                args=[
+                    now,
+                    site.id,
+                    self._hasher.code(vid, code),
+                    expires_at,
+                    policy.resend_cooldown_seconds * 1000,
+                    policy.destination_window_seconds * 1000,
+                    policy.sends_per_destination,
+                    policy.site_sends_per_hour,
+                    (hour + 1) * HOUR_MS - now,
+                    delivery["id"],
+                    json.dumps(delivery),
+                    now + int(self._settings.queue.requeue_after_seconds * 1000),
+                    expires_at - now + self._settings.retention_seconds * 1000,
+                    chosen.value,
+                    vid,
+                    self._queue.message(delivery["id"]),
+                    self._queue.maxlen,
+                ],
+            )
+        )
+        _raise_for(reply)
+        return await self.get(site, vid)
+
+    async def _cancel(self, site_id: str, vid: str) -> list[str]:
+        """``['canceled']``, ``['not_found']`` or ``['inactive', <status>]``."""
+        keys = self._keys
+        return as_text(
+            await self._scripts.cancel(
+                keys=[
+                    keys.verification(vid),
+                    keys.expiring,
+                    keys.stats,
+                    keys.event(vid),
+                    keys.events_due,
+                ],
+                args=[now_ms(), site_id, vid],
+            )
+        )
+
+    async def cancel(self, site: SiteConfig, vid: str) -> dict[str, Any]:
+        """Cancel a pending verification; its queued sends are dropped."""
+        # Also refused when it was canceled before: only the call that cancels succeeds.
+        _raise_for(await self._cancel(site.id, vid))
+        return await self.get(site, vid)
+
+    async def cancel_user(self, site: SiteConfig, user_id: str) -> list[str]:
+        """Cancel every pending verification of one of the site's users."""
+        index = self._keys.user(site.id, self._hasher.index(f"{site.id}:{user_id}"))
+        ids = cast(set[str], await self._redis.smembers(index))
+        canceled = [
+            vid for vid in sorted(ids) if (await self._cancel(site.id, vid))[0] == "canceled"
+        ]
+        return canceled
+
+    async def failed_deliveries(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest failed deliveries with their reason and verification status."""
+        ids = cast(list[str], await self._redis.lrange(self._keys.dead_letters, 0, limit - 1))
+        rows = []
+        for did in ids:
+            d = cast(dict[str, str], await self._redis.hgetall(self._keys.delivery(did)))
+            if not d:
+                continue
+            vid = d.get("verification_id", "")
+            status = cast(
+                str | None, await self._redis.hget(self._keys.verification(vid), "status")
+            )
+            rows.append(
+                {
+                    "id": did,
+                    "verification_id": vid,
+                    "verification_status": status or "gone",
+                    "channel": d.get("channel"),
+                    "attempts": int(d.get("attempts", "0")),
+                    "error": d.get("error"),
+                    "failed_at": iso(d.get("finished_at")),
+                }
+            )
+        return rows
+
+    async def replay_delivery(self, delivery_id: str) -> str:
+        """Send a failed delivery again with a fresh code; returns the new delivery id.
+
+        Raises :class:`NotFound`, or :class:`Refused` with the reason when it cannot be.
+        """
+        keys = self._keys
+        d = cast(dict[str, str], await self._redis.hgetall(keys.delivery(delivery_id)))
+        if not d:
+            raise NotFound("no such delivery")
+        vid = d["verification_id"]
+        site_id = cast(str | None, await self._redis.hget(keys.verification(vid), "site"))
+        site = next((s for s in self._settings.sites if s.id == site_id), None)
+        if site is None:
+            raise Refused("the verification's site is no longer configured")
+        code = generate_code(self._policy(site).digits)
+        new = self._new_delivery(vid, Channel(d["channel"]), 0, code, now_ms())
+        reply = as_text(
+            await self._scripts.replay(
+                keys=[
+                    keys.delivery(delivery_id),
+                    keys.verification(vid),
+                    keys.delivery(new["id"]),
+                    keys.due,
+                    keys.verification_deliveries(vid),
+                    keys.expiring,
+                    keys.stats,
+                    self._queue.stream,
+                    keys.dead_letters,
+                ],
+                args=[
+                    now_ms(),
+                    delivery_id,
+                    new["id"],
+                    json.dumps(new),
+                    self._hasher.code(vid, code),
+                    self._queue.message(new["id"]),
+                    self._queue.maxlen,
+                ],
+            )
+        )
+        _raise_for(reply, missing="no such delivery")
+        return reply[1]

@@ -1,0 +1,1 @@
+"""The aiohttp app: inbound site webhooks, the public API, operations and pages."""

@@ -1,0 +1,126 @@
+"""``POST /webhooks/{site}``: signed signup events from third-party sites."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from config.sites import normalise_locale
+from verification.errors import ChannelUnavailable, RateLimited
+from verification.service import Signup
+from webhooks import keys
+from webhooks.problems import Problem
+from webhooks.registry import SignatureError
+from webhooks.schemas import (
+    EVENT_TYPES,
+    SIGNUP_CREATED,
+    Envelope,
+    SignupCreated,
+    UserRef,
+    field_errors,
+)
+
+logger = logging.getLogger(__name__)
+
+_MAX_WEBHOOK_ID = 256
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _parse(model: type[Model], data: Any, prefix: str) -> Model:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = field_errors(exc, prefix)
+        detail = f"{errors[0]['field']}: {errors[0]['message']}"
+        raise Problem("validation", detail, errors=errors) from None
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise Problem("too-large", f"bodies are limited to {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(16_384):
+        body.extend(chunk)
+        if len(body) > limit:
+            raise Problem("too-large", f"bodies are limited to {limit} bytes")
+    return bytes(body)
+
+
+async def receive(request: web.Request) -> web.Response:
+    """Verify, parse and act on one site event."""
+    app = request.app
+    settings = app[keys.SETTINGS]
+    site = app[keys.SITES].get(request.match_info["site"])
+    body = await _read_body(request, settings.http.max_body_bytes)
+    if site is None:
+        # Same answer as a bad signature, so site ids cannot be probed.
+        raise Problem("invalid-signature", "no matching signature")
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        app[keys.SITES].verify(site.id, body, headers)
+    except SignatureError as exc:
+        raise Problem("invalid-signature", str(exc)) from None
+    webhook_id = headers["webhook-id"]
+    if len(webhook_id) > _MAX_WEBHOOK_ID or not webhook_id.isprintable():
+        raise Problem("validation", "webhook-id must be at most 256 printable characters")
+
+    try:
+        raw = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise Problem("invalid-json", "the body is not valid JSON") from None
+    envelope = _parse(Envelope, raw, "")
+    if envelope.type not in EVENT_TYPES:
+        raise Problem(
+            "unknown-event",
+            f"type must be one of {', '.join(EVENT_TYPES)}",
+            errors=[{"field": "type", "message": "unknown event type"}],
+        )
+
+    service = app[keys.SERVICE]
+    if envelope.type == SIGNUP_CREATED:
+        data = _parse(SignupCreated, envelope.data, "data")
+        if data.channel.value == "email" and data.email is None:
+            raise Problem(
+                "validation",
+                "data.email: required for channel email",
+                errors=[{"field": "data.email", "message": "required for channel email"}],
+            )
+        signup = Signup(
+            user_id=data.user_id,
+            channel=data.channel,
+            email=data.email,
+            phone=data.phone,
+            locale=normalise_locale(data.locale, site.default_locale),
+            remind_after=data.remind_after,
+            metadata=data.metadata,
+        )
+        try:
+            created = await service.create(site, webhook_id, signup)
+        except ChannelUnavailable as exc:
+            raise Problem(
+                "channel-unavailable",
+                str(exc),
+                errors=[{"field": "data.channel", "message": str(exc)}],
+            ) from None
+        except RateLimited as exc:
+            raise Problem(
+                "rate-limited", str(exc), headers={"Retry-After": str(exc.retry_after)}
+            ) from None
+        if not created.replayed:
+            logger.info(
+                "signup accepted", extra={"site": site.id, "verification": created.resource["id"]}
+            )
+        return web.Response(text=created.body, status=202, content_type="application/json")
+
+    ref = _parse(UserRef, envelope.data, "data")
+    answer = await service.replayed_answer(site, webhook_id)
+    if answer is None:
+        canceled = await service.cancel_user(site, ref.user_id)
+        answer = {"type": envelope.type, "canceled": canceled}
+        await service.remember_answer(site, webhook_id, answer)
+    return web.json_response(answer, status=200)

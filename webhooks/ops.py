@@ -1,0 +1,90 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+from taskiq import AsyncBroker
+from taskiq_redis import RedisStreamBroker
+
+from webhooks import keys
+from webhooks.metrics import RedisSnapshotCollector
+
+routes = web.RouteTableDef()
+
+SNAPSHOT = web.AppKey("snapshot", RedisSnapshotCollector)
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up."""
+    return web.json_response({"status": "ok"})
+
+
+async def _broker_ready(redis: Redis, broker: AsyncBroker, queue: str) -> bool:
+    """The task stream exists; declared again if Redis came back without its data."""
+    if await redis.exists(queue):
+        return True
+    if not isinstance(broker, RedisStreamBroker):
+        return False
+    # A Redis restarted without persistence lost the stream and the workers' consumer
+    # group; declare them again as the broker does at start-up (idempotent), rather than
+    # answering "starting" until every web process is restarted.
+    try:
+        await redis.xgroup_create(
+            broker.queue_name, broker.consumer_group_name, id=broker.consumer_id, mkstream=True
+        )
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+    return bool(await redis.exists(queue))
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Redis answers and the broker's stream exists."""
+    redis = request.app[keys.REDIS]
+    queue = request.app[keys.REDIS_KEYS].queue
+    try:
+        async with asyncio.timeout(2):
+            await redis.ping()
+            broker_ready = await _broker_ready(redis, request.app[keys.BROKER], queue)
+    except (RedisError, OSError, TimeoutError):
+        return web.json_response(
+            {"status": "unavailable", "redis": False}, status=503, headers={"Retry-After": "5"}
+        )
+    status = 200 if broker_ready else 503
+    return web.json_response(
+        {"status": "ok" if broker_ready else "starting", "redis": True, "broker": broker_ready},
+        status=status,
+    )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; domain counters come from Redis so every process agrees."""
+    app = request.app
+    redis = app[keys.REDIS]
+    k = app[keys.REDIS_KEYS]
+    snapshot = app[SNAPSHOT]
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.stats)
+            pipe.xlen(k.queue)
+            pipe.zcard(k.due)
+            pipe.llen(k.dead_letters)
+            stats, depth, due, dead = await pipe.execute()
+        snapshot.stats, snapshot.queue_depth, snapshot.due, snapshot.dead_letters = (
+            stats,
+            depth,
+            due,
+            dead,
+        )
+    except (RedisError, OSError):
+        pass  # serve the last snapshot; HTTP metrics still matter during an outage
+    body = generate_latest(app[keys.REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
