@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -13,6 +15,7 @@ from standardwebhooks.webhooks import Webhook
 
 from config.settings import Settings
 from config.sites import SiteConfig
+from verification.connections import T, through_outage
 from verification.events import EventClaim, EventStore
 from verification.models import now_ms
 
@@ -44,27 +47,55 @@ class EventSender:
 
     async def send(self, event_id: str) -> str:
         """One attempt: 2xx delivered, 410 stopped for good, anything else retried."""
-        claim = await self.store.claim(event_id, self.lease_ms)
+        log: dict[str, object] = {"event": event_id}
+        token = secrets.token_hex(8)
+        claim = await self._through_outage(
+            lambda: self.store.claim(event_id, self.lease_ms, token), "claim an event", log
+        )
         if claim is None:
             return "not claimed"
         site = self.sites.get(claim.site)
         if site is None or site.callback_url is None:
-            return await self.store.record(claim, "skipped", "site has no callback URL")
-        body = json.dumps(await self.store.payload(claim), ensure_ascii=False)
+            return await self._record(claim, log, "skipped", "site has no callback URL")
+        payload = await self._through_outage(
+            lambda: self.store.payload(claim), "read an event payload", log
+        )
+        body = json.dumps(payload, ensure_ascii=False)
         status, detail = await self._post(site, claim, body)
-        log = {"event": event_id, "type": claim.type, "attempt": claim.attempt, "status": status}
+        log.update(type=claim.type, attempt=claim.attempt, status=status)
         if 200 <= status < 300:
             logger.info("event delivered", extra=log)
-            return await self.store.record(claim, "delivered")
+            return await self._record(claim, log, "delivered")
         if status == 410:
             logger.warning("site answered 410 Gone; not retrying", extra=log)
-            return await self.store.record(claim, "stopped", "410 Gone")
+            return await self._record(claim, log, "stopped", "410 Gone")
         next_at = self._next_attempt_ms(claim.attempt)
         if next_at is None:
             logger.error("event failed for good", extra={**log, "reason": detail})
-            return await self.store.record(claim, "failed", detail)
+            return await self._record(claim, log, "failed", detail)
         logger.warning("event will be retried", extra={**log, "reason": detail})
-        return await self.store.record(claim, "retry", detail, next_at)
+        return await self._record(claim, log, "retry", detail, next_at)
+
+    async def _through_outage(
+        self, op: Callable[[], Awaitable[T]], what: str, log: dict[str, object]
+    ) -> T:
+        within = self.settings.queue.task_timeout_seconds
+        return await through_outage(op, within=within, what=what, log=log)
+
+    async def _record(
+        self,
+        claim: EventClaim,
+        log: dict[str, object],
+        outcome: str,
+        detail: str = "",
+        next_at_ms: int = 0,
+    ) -> str:
+        # A site that got the event must not get it again because Redis blinked.
+        return await self._through_outage(
+            lambda: self.store.record(claim, outcome, detail, next_at_ms),
+            "record an event outcome",
+            log,
+        )
 
     async def _post(self, site: SiteConfig, claim: EventClaim, body: str) -> tuple[int, str]:
         # The same webhook-id on every attempt; the timestamp and signature are per attempt.

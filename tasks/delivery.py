@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import random
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from config.sites import SiteConfig
 from tasks.email.rendering import EmailRenderer
 from tasks.email.senders import EmailSender
 from tasks.errors import DeliveryError
+from verification.connections import through_outage
 from verification.deliveries import Claim, DeliveryStore, NotClaimed
 from verification.models import mask_destination, now_ms
 
@@ -73,7 +75,13 @@ class Deliverer:
 
     async def deliver(self, delivery_id: str) -> str:
         """Run one attempt of ``delivery_id``; returns what happened, for the task result."""
-        claim = await self.store.claim(delivery_id, self.lease_ms)
+        token = secrets.token_hex(8)
+        claim = await through_outage(
+            lambda: self.store.claim(delivery_id, self.lease_ms, token),
+            within=self.settings.queue.task_timeout_seconds,
+            what="claim a delivery",
+            log={"delivery": delivery_id},
+        )
         if isinstance(claim, NotClaimed):
             logger.info("delivery not sent", extra={"delivery": delivery_id, "why": claim.reason})
             return claim.reason
@@ -107,18 +115,8 @@ class Deliverer:
         Once a message has left, forgetting that it did would send it again after the
         lease runs out.
         """
-        delay = 0.2
-        deadline = asyncio.get_running_loop().time() + self.settings.queue.task_timeout_seconds
-        while True:
-            try:
-                await record()
-                return
-            except (RedisError, OSError):
-                if asyncio.get_running_loop().time() + delay > deadline:
-                    raise
-                logger.warning("could not record a delivery outcome; retrying", extra=log)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        within = self.settings.queue.task_timeout_seconds
+        await through_outage(record, within=within, what="record a delivery outcome", log=log)
 
     async def _failed(
         self, claim: Claim, vid: str, exc: DeliveryError, log: dict[str, object]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def retry_options() -> dict[str, Any]:
@@ -30,3 +38,28 @@ def retry_options() -> dict[str, Any]:
 def open_redis(url: str) -> Redis:
     """A decoded-string client with retries, for data (not for the broker's stream)."""
     return Redis.from_url(url, decode_responses=True, socket_timeout=5, **retry_options())
+
+
+async def through_outage(
+    op: Callable[[], Awaitable[T]], *, within: float, what: str, log: dict[str, object]
+) -> T:
+    """Run ``op`` until it gets through, waiting out a Redis outage of up to ``within`` s.
+
+    For worker steps whose loss would cost a user a resend or a duplicate: a claim whose
+    reply was lost is reissued (claims carry a lease token), and an outcome already sent
+    out must not be forgotten.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    delay = 0.2
+    while True:
+        try:
+            return await op()
+        except (RedisError, OSError):
+            if loop.time() + delay > deadline:
+                raise
+            logger.warning(
+                "Redis unreachable; retrying", extra={**log, "step": what, "in_seconds": delay}
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

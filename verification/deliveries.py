@@ -44,8 +44,12 @@ class DeliveryStore:
         self._sealer = PayloadSealer(master_key)
         self._scripts = Scripts.register(redis)
 
-    async def claim(self, delivery_id: str, lease_ms: int) -> Claim | NotClaimed:
-        """Lease the delivery for one attempt unless it is finished, leased or moot."""
+    async def claim(self, delivery_id: str, lease_ms: int, token: str) -> Claim | NotClaimed:
+        """Lease the delivery for one attempt unless it is finished, leased or moot.
+
+        Claiming again with the same ``token`` while the lease runs returns the same
+        attempt, so a claim whose reply was lost can be retried.
+        """
         keys = self._keys
         reply = as_text(
             await self._scripts.claim(
@@ -56,7 +60,7 @@ class DeliveryStore:
                     keys.expiring,
                     keys.events_due,
                 ],
-                args=[now_ms(), lease_ms, delivery_id, keys.prefix],
+                args=[now_ms(), lease_ms, delivery_id, keys.prefix, token],
             )
         )
         if reply[0] != "claimed":

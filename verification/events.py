@@ -33,12 +33,15 @@ class EventStore:
         self._keys = keys
         self._scripts = Scripts.register(redis)
 
-    async def claim(self, event_id: str, lease_ms: int) -> EventClaim | None:
-        """Lease the event for one attempt, or None when it is finished or being sent."""
+    async def claim(self, event_id: str, lease_ms: int, token: str) -> EventClaim | None:
+        """Lease the event for one attempt, or None when it is finished or being sent.
+
+        As with deliveries, the same ``token`` reclaims a running lease.
+        """
         reply = as_text(
             await self._scripts.event_claim(
                 keys=[self._keys.event_by_id(event_id), self._keys.events_due],
-                args=[now_ms(), lease_ms, event_id],
+                args=[now_ms(), lease_ms, event_id, token],
             )
         )
         if reply[0] != "claimed":

@@ -3,7 +3,8 @@
 -- The verification's keys derive from the delivery (one round trip for the worker), so
 -- this script is single-node only, like sweep.lua.
 -- KEYS: 1 delivery, 2 due set, 3 stats, 4 expiring set, 5 events due set
--- ARGV: 1 now_ms, 2 lease_ms, 3 delivery id, 4 key prefix
+-- ARGV: 1 now_ms, 2 lease_ms, 3 delivery id, 4 key prefix, 5 lease token
+-- A retry with the same token (its first reply was lost) gets the same attempt back.
 local now = tonumber(ARGV[1])
 local d = hgetall_map(KEYS[1])
 if d.status == nil then
@@ -14,7 +15,8 @@ if d.status == 'sent' or d.status == 'failed' then
   redis.call('ZREM', KEYS[2], ARGV[3])
   return {'done', d.status}
 end
-if tonumber(d.lease_until or '0') > now then return {'busy'} end
+local reissue = tonumber(d.lease_until or '0') > now
+if reissue and d.lease_token ~= ARGV[5] then return {'busy'} end
 
 local vkey = ARGV[4] .. ':v:' .. d.verification_id
 local ekey = ARGV[4] .. ':e:evt_' .. string.sub(d.verification_id, 5)
@@ -32,15 +34,16 @@ else
 end
 if reason then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', reason, 'finished_at', now)
-  redis.call('HDEL', KEYS[1], 'secret', 'lease_until')
+  redis.call('HDEL', KEYS[1], 'secret', 'lease_until', 'lease_token')
   redis.call('ZREM', KEYS[2], ARGV[3])
   redis.call('HINCRBY', KEYS[3], 'deliveries:skipped:' .. d.channel, 1)
   return {'skipped', reason}
 end
 
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local attempts = tonumber(d.attempts or '0')
+if not reissue then attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 local lease_until = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'lease_until', lease_until)
+redis.call('HSET', KEYS[1], 'lease_until', lease_until, 'lease_token', ARGV[5])
 redis.call('ZADD', KEYS[2], lease_until, ARGV[3])
 return {'claimed', tostring(attempts), d.secret or '', v.destination, v.locale, v.site, d.channel,
   v.expires_at, d.verification_id}

@@ -9,13 +9,13 @@ end
 local outcome = ARGV[2]
 if outcome == 'retry' then
   redis.call('HSET', KEYS[1], 'last_error', ARGV[3], 'next_attempt_at', ARGV[4])
-  redis.call('HDEL', KEYS[1], 'lease_until')
+  redis.call('HDEL', KEYS[1], 'lease_until', 'lease_token')
   redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[5])
   redis.call('HINCRBY', KEYS[3], 'events:retried', 1)
   return {'retry'}
 end
 redis.call('HSET', KEYS[1], 'status', outcome, 'last_error', ARGV[3], 'finished_at', now)
-redis.call('HDEL', KEYS[1], 'lease_until', 'next_attempt_at')
+redis.call('HDEL', KEYS[1], 'lease_until', 'lease_token', 'next_attempt_at')
 redis.call('ZREM', KEYS[2], ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'events:' .. outcome, 1)
 if outcome == 'failed' then

@@ -10,7 +10,7 @@ if tonumber(d.attempts or '0') ~= tonumber(ARGV[7]) then return {'ignored'} end
 local outcome = ARGV[2]
 if outcome == 'sent' then
   redis.call('HSET', KEYS[1], 'status', 'sent', 'provider_id', ARGV[3], 'finished_at', now)
-  redis.call('HDEL', KEYS[1], 'secret', 'lease_until', 'error', 'next_attempt_at')
+  redis.call('HDEL', KEYS[1], 'secret', 'lease_until', 'lease_token', 'error', 'next_attempt_at')
   redis.call('ZREM', KEYS[2], ARGV[6])
   redis.call('HINCRBY', KEYS[3], 'deliveries:sent:' .. d.channel, 1)
   -- Queue-to-sent latency histogram (ms buckets, cumulative like Prometheus).
@@ -24,7 +24,7 @@ if outcome == 'sent' then
 end
 if outcome == 'failed' then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'finished_at', now)
-  redis.call('HDEL', KEYS[1], 'secret', 'lease_until', 'next_attempt_at')
+  redis.call('HDEL', KEYS[1], 'secret', 'lease_until', 'lease_token', 'next_attempt_at')
   redis.call('ZREM', KEYS[2], ARGV[6])
   redis.call('LPUSH', KEYS[4], ARGV[6])
   redis.call('LTRIM', KEYS[4], 0, 9999)
@@ -41,7 +41,7 @@ if outcome == 'failed' then
   return {'failed'}
 end
 redis.call('HSET', KEYS[1], 'error', ARGV[4], 'next_attempt_at', ARGV[5])
-redis.call('HDEL', KEYS[1], 'lease_until')
+redis.call('HDEL', KEYS[1], 'lease_until', 'lease_token')
 redis.call('ZADD', KEYS[2], tonumber(ARGV[5]), ARGV[6])
 redis.call('HINCRBY', KEYS[3], 'deliveries:retried:' .. d.channel, 1)
 return {'retry'}
