@@ -62,12 +62,25 @@ def web() -> None:
     setup_logging(settings)
     aioweb.run_app(
         app,
+        loop=_event_loop(),
         host=settings.http.host,
         port=settings.http.port,
         access_log=None,
         shutdown_timeout=10,
         print=None,
     )
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The event loop for a server process: uvloop where it exists, else asyncio's.
+
+    taskiq's worker picks uvloop up by itself when it is installed.
+    """
+    try:
+        import uvloop
+    except ImportError:  # Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _taskiq(argv: list[str]) -> None:
