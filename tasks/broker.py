@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import cast
@@ -16,7 +15,7 @@ from taskiq import AckableMessage, BrokerMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from config.settings import Settings
-from verification.connections import retry_options, through_outage
+from verification.connections import retry_options
 from verification.keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -124,9 +123,10 @@ class GroupAcker:
 
     Acks that arrive while a batch is on its way go together in the next one: under load
     one round trip serves many tasks; an idle worker's ack still leaves at once. Each
-    ``ack`` returns only once its entry is acknowledged, so shutdown loses none. A batch
-    waits out a Redis outage; an entry whose ack still fails stays pending and is run
-    again later, which the delivery's own idempotency makes harmless.
+    ``ack`` returns only once its entry is acknowledged, so shutdown loses none. An entry
+    whose ack fails stays pending: :meth:`TidingsStreamBroker.listen` re-reads it after
+    Redis returns (or the reaper hands it on), and the task's own idempotency makes the
+    second run harmless.
     """
 
     def __init__(self, client: Redis, group: str) -> None:
@@ -151,12 +151,7 @@ class GroupAcker:
             batch, done = self._batch, self._done
             self._batch, self._done = [], None
             try:
-                await through_outage(
-                    functools.partial(self._send, batch),
-                    within=30.0,
-                    what="acknowledge stream entries",
-                    log={"entries": len(batch)},
-                )
+                await self._send(batch)
             except Exception as exc:  # every waiter gets it; taskiq logs it per task
                 done.set_exception(exc)
                 done.exception()  # retrieved here, so an abandoned waiter logs nothing

@@ -1,0 +1,1 @@
+"""SMS providers: one interface, Ronglian for production, the console for development."""
