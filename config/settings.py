@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from config.sites import CodePolicy, SiteConfig, SitesFile
+from config.sites import Channel, CodePolicy, SiteConfig, SitesFile
 
 ENV_PREFIX = "TIDINGS_"
 
@@ -27,6 +27,10 @@ class HttpSettings(BaseModel):
     host: str = "0.0.0.0"  # noqa: S104 - containers listen on every interface
     port: Annotated[int, Field(ge=1, le=65_535)] = 8080
     max_body_bytes: Annotated[int, Field(ge=1_024, le=10_485_760)] = 65_536
+    # Requests per client IP per minute to the public pages (magic links).
+    page_requests_per_minute: Annotated[int, Field(ge=1)] = 30
+    # Behind a reverse proxy: take the client IP from the last X-Forwarded-For hop.
+    trust_forwarded_for: bool = False
 
 
 class EmailSettings(BaseModel):
@@ -47,6 +51,49 @@ class EmailSettings(BaseModel):
     # Reused connections older than this are reopened rather than trusted.
     max_idle_seconds: Annotated[float, Field(gt=0)] = 30.0
     validate_certs: bool = True
+
+
+class RonglianTemplate(BaseModel):
+    """One approved Ronglian template and how its ``datas`` are filled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: Annotated[str, Field(min_length=1)]
+    # Each entry is formatted with the message's parameters ({code}, {minutes}, {domain},
+    # {site_name}) in the template's placeholder order.
+    datas: list[str] = ["{code}", "{minutes}"]
+
+
+class RonglianSettings(BaseModel):
+    """Ronglian Cloud (容联云通讯) template SMS."""
+
+    model_config = ConfigDict(frozen=True)
+
+    account_sid: str = ""
+    auth_token: SecretStr = SecretStr("")
+    app_id: str = ""
+    # Production; the sandbox is https://sandboxapp.cloopen.com:8883 (same port).
+    base_url: str = "https://app.cloopen.com:8883"
+    # Template per purpose; "1" is Ronglian's built-in test template (code, minutes).
+    templates: dict[str, RonglianTemplate] = {"verification": RonglianTemplate(id="1")}
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=30)] = 3.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 10.0
+
+
+class SmsSettings(BaseModel):
+    """Outgoing SMS and the phone numbers it may go to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    # "none": the sms channel is unavailable; "console": printed and kept in the dev outbox.
+    provider: Literal["none", "ronglian", "console"] = "none"
+    # Region assumed for numbers written without a country code (ISO 3166 alpha-2).
+    default_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "CN"
+    # Against SMS pumping: sends per hour to numbers sharing their first N E.164 digits
+    # (country code included), across all sites; 0 turns the limit off.
+    prefix_digits: Annotated[int, Field(ge=3, le=12)] = 7
+    sends_per_prefix_per_hour: Annotated[int, Field(ge=0)] = 30
+    ronglian: RonglianSettings = RonglianSettings()
 
 
 class QueueSettings(BaseModel):
@@ -125,6 +172,7 @@ class Settings(BaseSettings):
     public_url: str = "http://localhost:8080"
     http: HttpSettings = HttpSettings()
     email: EmailSettings = EmailSettings()
+    sms: SmsSettings = SmsSettings()
     queue: QueueSettings = QueueSettings()
     events: EventSettings = EventSettings()
     log: LogSettings = LogSettings()
@@ -143,6 +191,14 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("secret_key must be at least 32 characters")
         return value
+
+    @property
+    def deliverable_channels(self) -> frozenset[Channel]:
+        """Channels this deployment can send on (Telegram arrives with the bot)."""
+        channels = {Channel.EMAIL, Channel.LINK}
+        if self.sms.provider != "none":
+            channels.add(Channel.SMS)
+        return frozenset(channels)
 
     def policy_for(self, site: SiteConfig) -> CodePolicy:
         """The code policy in force for ``site``."""

@@ -20,8 +20,8 @@ class Channel(StrEnum):
     LINK = "link"
 
 
-#: Channels that have a delivery provider in this release.
-DELIVERABLE_CHANNELS = frozenset({Channel.EMAIL})
+#: Channels whose destination is an email address (a link travels by email).
+EMAIL_CHANNELS = frozenset({Channel.EMAIL, Channel.LINK})
 
 SUPPORTED_LOCALES = ("en", "zh")
 
@@ -78,6 +78,9 @@ class SiteConfig(BaseModel):
     channels: Annotated[list[Channel], Field(min_length=1)] = [Channel.EMAIL]
     callback_url: HttpUrl | None = None
     return_url: HttpUrl | None = None
+    # Where people type codes, for the SMS "@domain #code" autofill line; defaults to the
+    # return URL's host.
+    domain: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")] | None = None
     default_locale: str = "en"
     codes: CodePolicyOverrides = CodePolicyOverrides()
 
@@ -115,6 +118,13 @@ class SiteConfig(BaseModel):
     def display_name(self) -> str:
         """The name people see in messages."""
         return self.name or self.id
+
+    @property
+    def code_domain(self) -> str | None:
+        """The site's domain for origin-bound codes (``@shop.example #123456``)."""
+        if self.domain:
+            return self.domain
+        return self.return_url.host if self.return_url else None
 
 
 class SitesFile(BaseModel):

@@ -8,15 +8,17 @@ import math
 import random
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
 from config.settings import Settings
-from config.sites import SiteConfig
+from config.sites import Channel, SiteConfig
 from tasks.email.rendering import EmailRenderer
 from tasks.email.senders import EmailSender
 from tasks.errors import DeliveryError
+from tasks.sms.base import SmsSender
+from tasks.sms.rendering import SmsRenderer
 from verification.connections import through_outage
 from verification.deliveries import Claim, DeliveryStore, NotClaimed
 from verification.models import mask_destination, now_ms
@@ -39,6 +41,18 @@ class Deliverer:
     email: EmailSender
     renderer: EmailRenderer
     sites: dict[str, SiteConfig]
+    sms: SmsSender | None = None
+    sms_renderer: SmsRenderer = field(default_factory=SmsRenderer)
+
+    async def close(self) -> None:
+        """Release the providers' connections."""
+        await self.email.close()
+        if self.sms is not None:
+            await self.sms.close()
+
+    def link_url(self, token: str) -> str:
+        """The magic link a person opens (``GET /v/{token}`` on the public URL)."""
+        return f"{self.settings.public_url.rstrip('/')}/v/{token}"
 
     @property
     def lease_ms(self) -> int:
@@ -61,14 +75,30 @@ class Deliverer:
         site = self.sites.get(claim.site)
         if site is None:
             raise DeliveryError(f"site {claim.site!r} is no longer configured", retryable=False)
-        if claim.channel != "email":
-            raise DeliveryError(f"no provider for channel {claim.channel!r}", retryable=False)
         minutes = max(1, math.ceil((claim.expires_at_ms - now_ms()) / 60_000))
+        if claim.channel == Channel.SMS:
+            if self.sms is None:
+                raise DeliveryError("no SMS provider is configured", retryable=False)
+            params = {
+                "code": claim.code,
+                "minutes": str(minutes),
+                "site_name": site.display_name,
+                "domain": site.code_domain or "",
+            }
+            text = self.sms_renderer.render("verification", claim.locale, claim.destination, params)
+            return await self.sms.send(text)
+        if claim.channel not in (Channel.EMAIL, Channel.LINK):
+            raise DeliveryError(f"no provider for channel {claim.channel!r}", retryable=False)
         message = self.renderer.render(
-            "code",
+            "code" if claim.channel == Channel.EMAIL else "link",
             claim.locale,
             claim.destination,
-            {"site_name": site.display_name, "code": claim.code, "minutes": minutes},
+            {
+                "site_name": site.display_name,
+                "code": claim.code,
+                "minutes": minutes,
+                "link_url": self.link_url(claim.link),
+            },
         )
         await self.email.send(message)
         return message.message_id
@@ -131,6 +161,8 @@ class Deliverer:
                 extra={**log, "reason": exc.reason, "in_seconds": round(delay, 2)},
             )
             return "retry"
-        await self._persist(lambda: self.store.failed(claim, vid, exc.reason), log)
+        await self._persist(
+            lambda: self.store.failed(claim, vid, exc.reason, maybe_sent=exc.maybe_sent), log
+        )
         logger.error("delivery failed", extra={**log, "reason": exc.reason})
         return "failed"

@@ -27,6 +27,9 @@ from tasks.delivery import Deliverer
 from tasks.email.rendering import EmailRenderer
 from tasks.email.senders import EmailSender, OutboxSender, SmtpSender
 from tasks.recovery import Recovery, stop_on_signals
+from tasks.sms.base import SmsSender
+from tasks.sms.console import ConsoleSmsSender
+from tasks.sms.ronglian import RonglianSender
 from verification.connections import open_redis
 from verification.deliveries import DeliveryStore
 from verification.events import EventStore
@@ -173,6 +176,16 @@ def build_email_sender(settings: Settings, redis: Redis) -> EmailSender:
     return SmtpSender(settings.email)
 
 
+def build_sms_sender(settings: Settings, redis: Redis) -> SmsSender | None:
+    """The configured SMS provider, or None when the sms channel is off."""
+    provider = settings.sms.provider
+    if provider == "console":
+        return ConsoleSmsSender(redis, Keys(settings.redis_prefix).outbox, echo=settings.dev)
+    if provider == "ronglian":
+        return RonglianSender(settings.sms.ronglian)
+    return None
+
+
 async def _maintain(resources: WorkerResources, tasks: Tasks, settings: Settings) -> None:
     """Keep the worker's heartbeat, hand back dead workers' tasks, and enqueue due deliveries.
 
@@ -218,6 +231,7 @@ def attach_worker(
             store=DeliveryStore(redis, keys, settings.require_secret_key()),
             email=build_email_sender(settings, redis),
             renderer=EmailRenderer(settings.email),
+            sms=build_sms_sender(settings, redis),
             sites={site.id: site for site in settings.sites},
         )
         recovery = Recovery(redis, broker, settings.redis_prefix, settings.queue.heartbeat_seconds)
@@ -242,7 +256,7 @@ def attach_worker(
             await stop_task(resources.pump)
         with contextlib.suppress(RedisError, OSError):
             await resources.recovery.retire()
-        await resources.deliverer.email.close()
+        await resources.deliverer.close()
         await resources.http.close()
         await resources.redis.aclose()
 

@@ -207,7 +207,14 @@ def deliveries_retry(delivery_id: str) -> None:
 
 @main.command()
 @click.option("--site", "site_id", default="demo", show_default=True)
-@click.option("--email", required=True, help="Where the code goes.")
+@click.option("--email", default=None, help="Where the code or link goes by email.")
+@click.option("--phone", default=None, help="Where the code goes by SMS (E.164 or national).")
+@click.option(
+    "--channel",
+    type=click.Choice(["email", "sms", "link"]),
+    default=None,
+    help="How to verify [default: email, or sms when only --phone is given].",
+)
 @click.option("--user-id", default=None, help="The site's user id (random if omitted).")
 @click.option("--locale", default=None, help="en or zh.")
 @click.option("--url", default="http://localhost:8080", show_default=True)
@@ -215,10 +222,20 @@ def deliveries_retry(delivery_id: str) -> None:
     "--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True
 )
 def signup(
-    site_id: str, email: str, user_id: str | None, locale: str | None, url: str, data_dir: Path
+    site_id: str,
+    email: str | None,
+    phone: str | None,
+    channel: str | None,
+    user_id: str | None,
+    locale: str | None,
+    url: str,
+    data_dir: Path,
 ) -> None:
     """Post a correctly signed ``signup.created`` webhook, as a site would."""
     from tidings.signup_client import post_signup
+
+    if not (email or phone):
+        raise click.UsageError("give --email, --phone or both")
 
     overrides: dict[str, Any] = {}
     dev_sites = data_dir / "dev-sites.toml"
@@ -229,9 +246,12 @@ def signup(
         raise click.ClickException(f"no site {site_id!r} is configured")
     data: dict[str, Any] = {
         "user_id": user_id or f"user-{uuid.uuid4().hex[:8]}",
-        "email": email,
-        "channel": "email",
+        "channel": channel or ("email" if email else "sms"),
     }
+    if email:
+        data["email"] = email
+    if phone:
+        data["phone"] = phone
     if locale:
         data["locale"] = locale
     event = {"type": "signup.created", "timestamp": datetime.now(UTC).isoformat(), "data": data}
@@ -243,7 +263,7 @@ def signup(
     if status == 202:
         api_key = site.api_keys[0].get_secret_value()
         click.echo(
-            "\nCheck the code from the email:\n"
+            "\nCheck the code from the message (or open the link in the email):\n"
             f"  curl -s -X POST {url}/v1/verifications/{body['id']}/check "
             f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' "
             '-d \'{"code": "123456"}\''

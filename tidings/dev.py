@@ -38,6 +38,9 @@ def dev_settings(data_dir: Path, redis_url: str, port: int) -> Settings:
     if not os.environ.get("TIDINGS_EMAIL__BACKEND"):
         email = settings.email.model_copy(update={"backend": "outbox"})
         settings = settings.model_copy(update={"email": email})
+    if not os.environ.get("TIDINGS_SMS__PROVIDER"):
+        sms = settings.sms.model_copy(update={"provider": "console"})
+        settings = settings.model_copy(update={"sms": sms})
     return settings.model_copy(update={"http": settings.http.model_copy(update={"port": port})})
 
 
@@ -62,7 +65,9 @@ def banner(settings: Settings, redis_note: str) -> str:
             "",
             "Post a signed signup (in another terminal, same folder):",
             f"  tidings signup --site {site.id} --email you@example.com --url {url}",
-            "The code appears here and in the outbox; check it with the curl line it prints.",
+            f"  tidings signup --site {site.id} --phone 13800138000 --url {url}",
+            "The message appears here and in the outbox; check the code with the curl line",
+            "it prints, or open the link in the email.",
         ]
     lines.append("Press Ctrl-C to stop.\n")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ def site_toml(site_id: str, name: str) -> dict[str, object]:
         "name": name,
         "webhook_secrets": [new_webhook_secret()],
         "api_keys": [new_api_key()],
-        "channels": ["email"],
+        "channels": ["email", "sms", "link"],
         "default_locale": "en",
     }
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["CodeHasher", "InvalidTag", "PayloadSealer", "generate_code", "new_id"]
+__all__ = ["CodeHasher", "InvalidTag", "LinkToken", "PayloadSealer", "generate_code", "new_id"]
 
 
 def generate_code(digits: int) -> str:
@@ -23,6 +25,38 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
+@dataclass(frozen=True, slots=True)
+class LinkToken:
+    """A magic link's token: ``<verification hex>.<secret>``.
+
+    The secret is 192 random bits; only its keyed hash is stored. Carrying the
+    verification id lets ``/v/{token}`` find its verification without an index key.
+    """
+
+    verification_id: str
+    secret: str
+
+    @classmethod
+    def new(cls, verification_id: str) -> LinkToken:
+        """A fresh token for ``verification_id``."""
+        return cls(verification_id, secrets.token_urlsafe(24))
+
+    @classmethod
+    def parse(cls, token: str) -> LinkToken | None:
+        """The token in a URL path, or None when it cannot be one of ours."""
+        head, dot, secret = token.partition(".")
+        if not dot or not _LINK_HEAD.fullmatch(head) or not _LINK_SECRET.fullmatch(secret):
+            return None
+        return cls(f"ver_{head}", secret)
+
+    def __str__(self) -> str:
+        return f"{self.verification_id.removeprefix('ver_')}.{self.secret}"
+
+
+_LINK_HEAD = re.compile(r"[0-9a-f]{32}")
+_LINK_SECRET = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
 def _subkey(master: bytes, purpose: str) -> bytes:
     return hmac.new(master, f"tidings/{purpose}".encode(), hashlib.sha256).digest()
 
@@ -33,11 +67,17 @@ class CodeHasher:
     def __init__(self, master_key: bytes) -> None:
         self._code_key = _subkey(master_key, "code")
         self._index_key = _subkey(master_key, "index")
+        self._link_key = _subkey(master_key, "link")
 
     def code(self, verification_id: str, code: str) -> str:
         """Hash of ``code`` bound to one verification."""
         message = f"{verification_id}:{code}".encode()
         return hmac.new(self._code_key, message, hashlib.sha256).hexdigest()
+
+    def link(self, token: LinkToken) -> str:
+        """Hash of a magic link's secret, bound to its verification."""
+        message = f"{token.verification_id}:{token.secret}".encode()
+        return hmac.new(self._link_key, message, hashlib.sha256).hexdigest()
 
     def index(self, value: str) -> str:
         """Opaque, stable digest of an address or user id for use in key names."""

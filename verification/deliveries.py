@@ -26,6 +26,7 @@ class Claim:
     channel: str
     expires_at_ms: int
     verification_id: str
+    link: str = ""  # the magic link's token, for email and link deliveries
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class DeliveryStore:
             channel=reply[6],
             expires_at_ms=int(reply[7]),
             verification_id=reply[8],
+            link=payload.get("link", ""),
         )
 
     async def extend(self, claim: Claim, lease_ms: int) -> bool:
@@ -95,6 +97,7 @@ class DeliveryStore:
         provider_id: str = "",
         error: str = "",
         next_at: int = 0,
+        maybe_sent: bool = False,
     ) -> str:
         keys = self._keys
         reply = as_text(
@@ -117,6 +120,7 @@ class DeliveryStore:
                     next_at,
                     claim.delivery_id,
                     claim.attempt,
+                    "1" if maybe_sent else "0",
                 ],
             )
         )
@@ -126,9 +130,16 @@ class DeliveryStore:
         """Record a successful send."""
         return await self._record(claim, verification_id, "sent", provider_id=provider_id)
 
-    async def failed(self, claim: Claim, verification_id: str, error: str) -> str:
-        """Record a final failure and keep it in the dead-letter list."""
-        return await self._record(claim, verification_id, "failed", error=error)
+    async def failed(
+        self, claim: Claim, verification_id: str, error: str, *, maybe_sent: bool = False
+    ) -> str:
+        """Record a final failure and keep it in the dead-letter list.
+
+        It fails the verification too (nobody can get the code) unless ``maybe_sent``.
+        """
+        return await self._record(
+            claim, verification_id, "failed", error=error, maybe_sent=maybe_sent
+        )
 
     async def retry_at(self, claim: Claim, verification_id: str, error: str, at_ms: int) -> str:
         """Record a transient failure; the pump enqueues the delivery again at ``at_ms``."""

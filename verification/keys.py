@@ -44,6 +44,14 @@ class Keys:
         """Sends of one site in one clock hour."""
         return f"{self.prefix}:rl:site:{site}:{hour}"
 
+    def phone_prefix_hour(self, prefix: str, hour: int) -> str:
+        """SMS sends to one number range in one clock hour, across sites (anti-pumping)."""
+        return f"{self.prefix}:rl:prefix:{prefix}:{hour}"
+
+    def page_ip_minute(self, ip: str) -> str:
+        """Requests from one client IP to the public pages in the current minute window."""
+        return f"{self.prefix}:rl:ip:{ip}"
+
     def event(self, verification_id: str) -> str:
         """Hash of the outbound event of a verification's final status change."""
         return f"{self.prefix}:e:{event_id(verification_id)}"

@@ -22,6 +22,7 @@ _NAMES = (
     "event_claim",
     "event_record",
     "replay",
+    "link",
 )
 
 
@@ -46,6 +47,7 @@ class Scripts:
     event_claim: AsyncScript
     event_record: AsyncScript
     replay: AsyncScript
+    link: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

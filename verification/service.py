@@ -10,11 +10,12 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from config.sites import DELIVERABLE_CHANNELS, Channel, CodePolicy, SiteConfig
-from verification.codes import CodeHasher, PayloadSealer, generate_code, new_id
+from config.sites import EMAIL_CHANNELS, Channel, CodePolicy, SiteConfig
+from verification.codes import CodeHasher, LinkToken, PayloadSealer, generate_code, new_id
 from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited, Refused
 from verification.keys import Keys
 from verification.models import DeliveryStatus, Status, iso, now_ms, verification_resource
+from verification.phones import phone_prefix
 from verification.scripts import Scripts, as_text
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,26 @@ class Signup:
     locale: str | None = None
     remind_after: int | None = None
     metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """What a magic link is worth now.
+
+    ``state``: ``pending`` (can be used), ``approved`` (this use approved it), ``used``
+    (approved before, by a link or a code), ``invalid`` (never ours, or replaced by a
+    newer link), ``not_found`` (gone), or the verification's other final status
+    (``expired``, ``canceled``, ``max_attempts_reached``, ``failed``).
+    """
+
+    state: str
+    site: str
+    locale: str
+
+    @property
+    def open(self) -> bool:
+        """Whether the link can still approve its verification."""
+        return self.state == "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,19 +130,36 @@ class VerificationService:
         self._scripts = Scripts.register(redis)
         self._policies: dict[str, CodePolicy] = {}
 
-    def _destination(self, channel: Channel, signup: Signup) -> str:
-        if channel == Channel.EMAIL and signup.email:
-            return signup.email
+    def _destination(self, channel: Channel, email: str | None, phone: str | None) -> str:
+        if channel in EMAIL_CHANNELS and email:
+            return email
+        if channel == Channel.SMS and phone:
+            return phone
         raise ChannelUnavailable(f"channel {channel.value!r} needs a destination it does not have")
 
-    def _check_channel(self, site: SiteConfig, channel: Channel) -> None:
+    def ensure_channel(self, site: SiteConfig, channel: Channel) -> None:
+        """Raise :class:`ChannelUnavailable` unless ``site`` may use ``channel`` here."""
         if channel not in site.channels:
             raise ChannelUnavailable(f"channel {channel.value!r} is not enabled for this site")
-        if channel not in DELIVERABLE_CHANNELS:
-            raise ChannelUnavailable(f"channel {channel.value!r} is not available yet")
+        if channel not in self._settings.deliverable_channels:
+            raise ChannelUnavailable(f"channel {channel.value!r} is not available here")
+
+    def _prefix_limit(self, channel: Channel, destination: str, hour: int) -> tuple[str, int, int]:
+        """Key, limit and TTL of the anti-pumping counter (limit 0: not counted)."""
+        sms = self._settings.sms
+        if channel != Channel.SMS or not sms.sends_per_prefix_per_hour:
+            return self._keys.phone_prefix_hour("-", hour), 0, 0
+        prefix = phone_prefix(destination, sms.prefix_digits)
+        return self._keys.phone_prefix_hour(prefix, hour), sms.sends_per_prefix_per_hour, HOUR_MS
 
     def _new_delivery(
-        self, verification_id: str, channel: Channel, send_no: int, code: str, now: int
+        self,
+        verification_id: str,
+        channel: Channel,
+        send_no: int,
+        code: str,
+        link: LinkToken,
+        now: int,
     ) -> dict[str, str]:
         return {
             "id": new_id("dlv"),
@@ -131,7 +169,7 @@ class VerificationService:
             "status": DeliveryStatus.QUEUED.value,
             "attempts": "0",
             "created_at": str(now),
-            "secret": self._sealer.seal(json.dumps({"code": code})),
+            "secret": self._sealer.seal(json.dumps({"code": code, "link": str(link)})),
         }
 
     def _policy(self, site: SiteConfig) -> CodePolicy:
@@ -142,12 +180,13 @@ class VerificationService:
 
     async def create(self, site: SiteConfig, webhook_id: str, signup: Signup) -> Created:
         """Accept a signup once per ``webhook_id``: store it and queue the first code."""
-        self._check_channel(site, signup.channel)
-        destination = self._destination(signup.channel, signup)
+        self.ensure_channel(site, signup.channel)
+        destination = self._destination(signup.channel, signup.email, signup.phone)
         policy = self._policy(site)
         now = now_ms()
         vid = new_id("ver")
         code = generate_code(policy.digits)
+        link = LinkToken.new(vid)
         expires_at = now + policy.ttl_seconds * 1000
         verification = {
             "id": vid,
@@ -155,9 +194,12 @@ class VerificationService:
             "user_id": signup.user_id,
             "channel": signup.channel.value,
             "destination": destination,
+            "email": signup.email or "",
+            "phone": signup.phone or "",
             "locale": signup.locale or site.default_locale,
             "status": Status.PENDING.value,
             "code_hash": self._hasher.code(vid, code),
+            "link_hash": self._hasher.link(link),
             "attempts_left": str(policy.max_attempts),
             "sends": "1",
             "created_at": str(now),
@@ -167,12 +209,13 @@ class VerificationService:
             "metadata": json.dumps(signup.metadata),
             "remind_after": str(signup.remind_after or ""),
         }
-        delivery = self._new_delivery(vid, signup.channel, 1, code, now)
+        delivery = self._new_delivery(vid, signup.channel, 1, code, link, now)
         public = {k: v for k, v in delivery.items() if k != "secret"}
         resource = verification_resource(verification, [public], now)
         body = json.dumps(resource)
         hour = now // HOUR_MS
         keys = self._keys
+        prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(signup.channel, destination, hour)
         dest_key = keys.destination_window(self._hasher.index(destination.lower()))
         reply = as_text(
             await self._scripts.create(
@@ -188,6 +231,7 @@ class VerificationService:
                     keys.expiring,
                     keys.stats,
                     self._queue.stream,
+                    prefix_key,
                 ],
                 args=[
                     now,
@@ -206,6 +250,8 @@ class VerificationService:
                     expires_at,
                     self._queue.message(delivery["id"]),
                     self._queue.maxlen,
+                    prefix_limit,
+                    prefix_ttl,
                 ],
             )
         )
@@ -266,22 +312,48 @@ class VerificationService:
             raise NotFound("no such verification")
         return CheckResult(valid=reply[0] == "valid", status=reply[1], attempts_left=int(reply[2]))
 
+    async def link(self, token: str, *, use: bool) -> LinkState:
+        """Look at a magic link (``use=False``) or use it to approve its verification.
+
+        Looking never changes anything but a due expiry, so mail scanners that fetch
+        links cannot approve anybody.
+        """
+        parsed = LinkToken.parse(token)
+        if parsed is None:
+            return LinkState("invalid", "", "")
+        vid = parsed.verification_id
+        keys = self._keys
+        reply = as_text(
+            await self._scripts.link(
+                keys=[
+                    keys.verification(vid),
+                    keys.expiring,
+                    keys.stats,
+                    keys.event(vid),
+                    keys.events_due,
+                ],
+                args=[now_ms(), self._hasher.link(parsed), vid, "use" if use else "peek"],
+            )
+        )
+        return LinkState(reply[0], reply[1], reply[2])
+
     async def resend(
         self, site: SiteConfig, vid: str, channel: Channel | None = None
     ) -> dict[str, Any]:
         """Send a new code (the previous one stops working), optionally by another channel."""
         v = await self._load(site, vid)
         chosen = channel or Channel(v["channel"])
-        self._check_channel(site, chosen)
-        signup = Signup(user_id=v["user_id"], channel=chosen, email=v["destination"])
-        destination = self._destination(chosen, signup)
+        self.ensure_channel(site, chosen)
+        destination = self._destination(chosen, v.get("email"), v.get("phone"))
         policy = self._policy(site)
         now = now_ms()
         code = generate_code(policy.digits)
+        link = LinkToken.new(vid)
         expires_at = now + policy.ttl_seconds * 1000
-        delivery = self._new_delivery(vid, chosen, 0, code, now)
+        delivery = self._new_delivery(vid, chosen, 0, code, link, now)
         hour = now // HOUR_MS
         keys = self._keys
+        prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(chosen, destination, hour)
         reply = as_text(
             await self._scripts.resend(
                 keys=[
@@ -296,6 +368,7 @@ class VerificationService:
                     self._queue.stream,
                     keys.event(vid),
                     keys.events_due,
+                    prefix_key,
                 ],
                 args=[
                     now,
@@ -315,6 +388,10 @@ class VerificationService:
                     vid,
                     self._queue.message(delivery["id"]),
                     self._queue.maxlen,
+                    self._hasher.link(link),
+                    destination,
+                    prefix_limit,
+                    prefix_ttl,
                 ],
             )
         )
@@ -392,7 +469,8 @@ class VerificationService:
         if site is None:
             raise Refused("the verification's site is no longer configured")
         code = generate_code(self._policy(site).digits)
-        new = self._new_delivery(vid, Channel(d["channel"]), 0, code, now_ms())
+        link = LinkToken.new(vid)
+        new = self._new_delivery(vid, Channel(d["channel"]), 0, code, link, now_ms())
         reply = as_text(
             await self._scripts.replay(
                 keys=[
@@ -414,6 +492,7 @@ class VerificationService:
                     self._hasher.code(vid, code),
                     self._queue.message(new["id"]),
                     self._queue.maxlen,
+                    self._hasher.link(link),
                 ],
             )
         )

@@ -14,7 +14,7 @@ from tasks.worker import TaskiqDeliveryQueue, register_tasks
 from verification.connections import open_redis
 from verification.keys import Keys
 from verification.service import VerificationService
-from webhooks import api, inbound, keys, openapi, ops, outbox
+from webhooks import api, inbound, keys, links, openapi, ops, outbox
 from webhooks.metrics import HttpMetrics, RedisSnapshotCollector
 from webhooks.middleware import request_middleware
 from webhooks.problems import problem_middleware
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_post("/webhooks/{site}", inbound.receive)
     app.router.add_routes(api.routes)
+    app.router.add_routes(links.routes)
     app.router.add_routes(ops.routes)
     app.router.add_routes(openapi.routes)
     if settings.dev:

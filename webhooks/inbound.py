@@ -16,6 +16,7 @@ from webhooks import keys
 from webhooks.problems import Problem
 from webhooks.registry import SignatureError
 from webhooks.schemas import (
+    DESTINATION_FIELD,
     EVENT_TYPES,
     SIGNUP_CREATED,
     Envelope,
@@ -31,9 +32,11 @@ _MAX_WEBHOOK_ID = 256
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def _parse(model: type[Model], data: Any, prefix: str) -> Model:
+def _parse(
+    model: type[Model], data: Any, prefix: str, context: dict[str, Any] | None = None
+) -> Model:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         errors = field_errors(exc, prefix)
         detail = f"{errors[0]['field']}: {errors[0]['message']}"
@@ -83,23 +86,27 @@ async def receive(request: web.Request) -> web.Response:
 
     service = app[keys.SERVICE]
     if envelope.type == SIGNUP_CREATED:
-        data = _parse(SignupCreated, envelope.data, "data")
-        if data.channel.value == "email" and data.email is None:
-            raise Problem(
-                "validation",
-                "data.email: required for channel email",
-                errors=[{"field": "data.email", "message": "required for channel email"}],
-            )
-        signup = Signup(
-            user_id=data.user_id,
-            channel=data.channel,
-            email=data.email,
-            phone=data.phone,
-            locale=normalise_locale(data.locale, site.default_locale),
-            remind_after=data.remind_after,
-            metadata=data.metadata,
-        )
+        region = {"phone_region": settings.sms.default_region}
+        data = _parse(SignupCreated, envelope.data, "data", region)
         try:
+            service.ensure_channel(site, data.channel)
+            needed = DESTINATION_FIELD.get(data.channel)
+            if needed and getattr(data, needed) is None:
+                message = f"required for channel {data.channel.value}"
+                raise Problem(
+                    "validation",
+                    f"data.{needed}: {message}",
+                    errors=[{"field": f"data.{needed}", "message": message}],
+                )
+            signup = Signup(
+                user_id=data.user_id,
+                channel=data.channel,
+                email=data.email,
+                phone=data.phone,
+                locale=normalise_locale(data.locale, site.default_locale),
+                remind_after=data.remind_after,
+                metadata=data.metadata,
+            )
             created = await service.create(site, webhook_id, signup)
         except ChannelUnavailable as exc:
             raise Problem(

@@ -256,9 +256,39 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "text"}},
                 }
             },
+            "/v/{token}": {
+                "get": {
+                    "parameters": [_TOKEN],
+                    "summary": "Magic link: a confirm page for people (changes nothing)",
+                    "description": "HTML in the verification's language. Mail scanners that "
+                    "fetch links cannot approve anything: approval needs the page's button.",
+                    "responses": {
+                        "200": {"description": "confirm page"},
+                        "404": {"description": "not a valid link (or replaced by a newer one)"},
+                        "410": {"description": "used, expired or closed"},
+                        "429": {"description": "too many requests from this IP"},
+                    },
+                },
+                "post": {
+                    "parameters": [_TOKEN],
+                    "summary": "Magic link: approve the verification",
+                    "description": "Approves atomically (once), then redirects to the site's "
+                    "return URL with `verification_id` and `status=approved`; without a return "
+                    "URL, a confirmation page.",
+                    "responses": {
+                        "303": {"description": "approved; back to the site"},
+                        "200": {"description": "approved (the site has no return URL)"},
+                        "404": {"description": "not a valid link"},
+                        "410": {"description": "used, expired or closed"},
+                        "429": {"description": "too many requests from this IP"},
+                    },
+                },
+            },
         },
     }
 
+
+_TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
 
 _env = Environment(
     loader=PackageLoader("webhooks", "templates"), autoescape=select_autoescape(default=True)

@@ -9,9 +9,17 @@ from functools import lru_cache
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from config.sites import Channel
+from verification.phones import normalise_phone
 
 SIGNUP_CREATED = "signup.created"
 SIGNUP_CANCELED = "signup.canceled"
@@ -71,12 +79,29 @@ class SignupCreated(BaseModel):
         except EmailNotValidError as exc:
             raise ValueError(f"not a valid email address: {exc}") from None
 
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """E.164; national forms are read in the ``phone_region`` given as context."""
+        if value is None:
+            return None
+        region = (info.context or {}).get("phone_region", "CN")
+        return normalise_phone(value, region)
+
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and len(json.dumps(value)) > 4_096:
             raise ValueError("metadata must serialise to at most 4096 bytes")
         return value
+
+
+#: Which ``signup.created`` field each channel sends to.
+DESTINATION_FIELD = {
+    Channel.EMAIL: "email",
+    Channel.LINK: "email",
+    Channel.SMS: "phone",
+}
 
 
 class UserRef(BaseModel):

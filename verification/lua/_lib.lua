@@ -31,10 +31,14 @@ local function counter_wait(key, limit)
   return 0
 end
 
+local function count_send(key, ttl)
+  if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ttl) end
+end
+
 local function record_send(dest_key, now, window, member, site_key, site_ttl)
   redis.call('ZADD', dest_key, now, member)
   redis.call('PEXPIRE', dest_key, window)
-  if redis.call('INCR', site_key) == 1 then redis.call('PEXPIRE', site_key, site_ttl) end
+  count_send(site_key, site_ttl)
 end
 
 -- The outbound event of a verification's one final status change, queued with it

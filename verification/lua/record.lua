@@ -2,7 +2,8 @@
 -- KEYS: 1 delivery, 2 due set, 3 stats, 4 dead letters, 5 verification, 6 expiring set,
 --       7 event, 8 events due set
 -- ARGV: 1 now_ms, 2 outcome (sent|failed|retry), 3 provider id, 4 error, 5 next_at_ms,
---       6 delivery id, 7 attempt number this outcome belongs to
+--       6 delivery id, 7 attempt number this outcome belongs to, 8 '1': a failure that
+--       may still have reached the person (keeps the verification open)
 local now = tonumber(ARGV[1])
 local d = hgetall_map(KEYS[1])
 if d.status == nil or d.status == 'sent' or d.status == 'failed' then return {'ignored'} end
@@ -31,7 +32,7 @@ if outcome == 'failed' then
   redis.call('HINCRBY', KEYS[3], 'deliveries:failed:' .. d.channel, 1)
   -- The latest send failing for good fails the verification: nobody can get the code.
   local v = hgetall_map(KEYS[5])
-  if v.status == 'pending' and tonumber(v.sends) == tonumber(d.send_no) then
+  if ARGV[8] ~= '1' and v.status == 'pending' and tonumber(v.sends) == tonumber(d.send_no) then
     redis.call('HSET', KEYS[5], 'status', 'failed', 'updated_at', now)
     redis.call('HDEL', KEYS[5], 'code_hash')
     redis.call('ZREM', KEYS[6], d.verification_id)

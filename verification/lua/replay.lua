@@ -3,7 +3,7 @@
 -- KEYS: 1 failed delivery, 2 verification, 3 new delivery, 4 due set, 5 verification
 --       deliveries, 6 expiring set, 7 stats, 8 task stream, 9 dead letters
 -- ARGV: 1 now_ms, 2 failed delivery id, 3 new delivery id, 4 new delivery json,
---       5 new code hash, 6 task message, 7 stream maxlen
+--       5 new code hash, 6 task message, 7 stream maxlen, 8 new link hash
 local now = tonumber(ARGV[1])
 local d = hgetall_map(KEYS[1])
 if d.status == nil then return {'not_found'} end
@@ -22,7 +22,8 @@ if v.status == 'failed' then
   redis.call('HINCRBY', KEYS[7], 'verifications:reopened', 1)
 end
 local sends = redis.call('HINCRBY', KEYS[2], 'sends', 1)
-redis.call('HSET', KEYS[2], 'code_hash', ARGV[5], 'last_send_at', now, 'updated_at', now)
+redis.call('HSET', KEYS[2], 'code_hash', ARGV[5], 'link_hash', ARGV[8], 'last_send_at', now,
+  'updated_at', now)
 local delivery = cjson.decode(ARGV[4])
 delivery.send_no = sends
 hset_map(KEYS[3], delivery)

@@ -1,0 +1,189 @@
+"""Magic links: ``GET /v/{token}`` shows a confirm page, ``POST`` approves and redirects.
+
+A GET never approves: mail scanners and link previews fetch every link in a message,
+and must not use up a person's link. The person confirms with a button (a POST).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from jinja2 import Environment, PackageLoader, select_autoescape
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from yarl import URL
+
+from config.sites import SiteConfig, normalise_locale
+from verification.service import LinkState
+from webhooks import keys
+
+logger = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+_env = Environment(
+    loader=PackageLoader("webhooks", "templates"), autoescape=select_autoescape(default=True)
+)
+
+# What each state says, per language. ``status`` is the page's HTTP status.
+_PAGES: dict[str, dict[str, Any]] = {
+    "pending": {
+        "status": 200,
+        "en": (
+            "Confirm your email address",
+            "Press the button to confirm your email address for {site}.",
+        ),
+        "zh": ("确认您的邮箱地址", "请点击下方按钮，确认您在{site}的邮箱地址。"),
+    },
+    "approved": {
+        "status": 200,
+        "en": (
+            "Email address confirmed",
+            "Your email address for {site} is confirmed. You can close this page.",
+        ),
+        "zh": ("邮箱地址已确认", "您在{site}的邮箱地址已确认，可以关闭此页面。"),
+    },
+    "used": {
+        "status": 410,
+        "en": (
+            "This link has already been used",
+            "Your email address for {site} is already confirmed; there is nothing more to do.",
+        ),
+        "zh": ("此链接已被使用", "您在{site}的邮箱地址已经确认，无需再次操作。"),
+    },
+    "expired": {
+        "status": 410,
+        "en": (
+            "This link has expired",
+            "Links work for a limited time. Ask {site} to send you a new one.",
+        ),
+        "zh": ("此链接已过期", "链接仅在限定时间内有效，请在{site}重新获取。"),
+    },
+    "closed": {
+        "status": 410,
+        "en": (
+            "This link is no longer valid",
+            "This verification was closed. Ask {site} to send you a new link if you still need one.",
+        ),
+        "zh": ("此链接已失效", "此次验证已结束。如仍需验证，请在{site}重新获取链接。"),
+    },
+    "invalid": {
+        "status": 404,
+        "en": (
+            "This link is not valid",
+            "It may have been replaced by a newer one: use the link in the most recent email.",
+        ),
+        "zh": ("此链接无效", "它可能已被新的链接取代，请使用最新邮件中的链接。"),
+    },
+    "limited": {
+        "status": 429,
+        "en": ("Too many attempts", "Please wait a minute and try again."),
+        "zh": ("尝试次数过多", "请稍等一分钟后再试。"),
+    },
+    "unavailable": {
+        "status": 503,
+        "en": (
+            "Temporarily unavailable",
+            "We could not check your link just now. Please try again in a moment.",
+        ),
+        "zh": ("服务暂时不可用", "暂时无法验证您的链接，请稍后再试。"),
+    },
+}
+_BUTTON = {"en": "Confirm", "zh": "确认"}
+_CONTINUE = {"en": "Continue to {site}", "zh": "返回{site}"}
+# No caching (the answer changes once used), no referrer (the URL holds the token), no
+# framing (a framed button could be clicked by trickery), no indexing.
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+}
+
+
+def _client_ip(request: web.Request) -> str:
+    if request.app[keys.SETTINGS].http.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        # The last hop is the one our own proxy appended; earlier ones are the client's say.
+        if hops := [hop.strip() for hop in forwarded.split(",") if hop.strip()]:
+            return hops[-1]
+    return request.remote or "unknown"
+
+
+async def _within_limit(request: web.Request) -> bool:
+    """Per-IP requests per minute on the public pages (a fixed one-minute window)."""
+    settings = request.app[keys.SETTINGS]
+    limit = settings.http.page_requests_per_minute
+    key = request.app[keys.REDIS_KEYS].page_ip_minute(_client_ip(request))
+    async with request.app[keys.REDIS].pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, 60, nx=True)
+        count, _ = await pipe.execute()
+    return int(count) <= limit
+
+
+def _page(
+    request: web.Request, state: str, locale: str, site: SiteConfig | None, *, form: bool = False
+) -> web.Response:
+    kind = state if state in _PAGES else "closed"
+    lang = locale or normalise_locale(request.headers.get("Accept-Language", "").split(",")[0])
+    page = _PAGES[kind]
+    title, text = page[lang]
+    name = site.display_name if site else ("the site" if lang == "en" else "网站")
+    continue_url = str(site.return_url) if site and site.return_url and kind != "pending" else None
+    html = _env.get_template("link.html").render(
+        lang="zh-CN" if lang == "zh" else "en",
+        title=title,
+        text=text.format(site=name),
+        button=_BUTTON[lang] if form else None,
+        continue_url=continue_url,
+        continue_text=_CONTINUE[lang].format(site=name),
+    )
+    headers = dict(_HEADERS)
+    if kind in ("limited", "unavailable"):
+        headers["Retry-After"] = "60" if kind == "limited" else "5"
+    return web.Response(text=html, status=page["status"], content_type="text/html", headers=headers)
+
+
+def _redirect(site: SiteConfig, verification_id: str) -> web.Response:
+    """303 to the site's return URL, telling it which verification is now approved."""
+    target = URL(str(site.return_url)).update_query(
+        verification_id=verification_id, status="approved"
+    )
+    return web.Response(status=303, headers={**_HEADERS, "Location": str(target)})
+
+
+async def _link(request: web.Request, *, use: bool) -> web.Response:
+    token = request.match_info["token"]
+    try:
+        if not await _within_limit(request):
+            return _page(request, "limited", "", None)
+        state: LinkState = await request.app[keys.SERVICE].link(token, use=use)
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        logger.warning("link page could not reach Redis")
+        return _page(request, "unavailable", "", None)
+    site = request.app[keys.SITES].get(state.site) if state.site else None
+    locale = normalise_locale(state.locale) if state.locale else ""
+    if state.state == "approved":
+        vid = f"ver_{token.partition('.')[0]}"
+        logger.info("verification approved by link", extra={"verification": vid})
+        if site is not None and site.return_url is not None:
+            return _redirect(site, vid)
+    if state.state == "not_found":
+        return _page(request, "invalid", locale, site)
+    return _page(request, state.state, locale, site, form=state.open)
+
+
+@routes.get("/v/{token}")
+async def show_link(request: web.Request) -> web.Response:
+    """The confirm page (or why the link no longer works); changes nothing."""
+    return await _link(request, use=False)
+
+
+@routes.post("/v/{token}")
+async def use_link(request: web.Request) -> web.Response:
+    """Approve the verification the link belongs to, then go back to the site."""
+    return await _link(request, use=True)
