@@ -102,6 +102,7 @@ def secret_values(settings: Settings) -> list[str]:
         values.append(settings.secret_key.get_secret_value())
     if settings.email.password is not None:
         values.append(settings.email.password.get_secret_value())
+    values.append(settings.sms.ronglian.auth_token.get_secret_value())
     return values
 
 

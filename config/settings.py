@@ -270,4 +270,15 @@ def load_settings(**overrides: Any) -> Settings:
         if site.id in seen:
             raise ConfigError(f"sites: site id {site.id!r} is declared twice")
         seen.add(site.id)
+    if settings.sms.provider == "ronglian":
+        ronglian = settings.sms.ronglian
+        for name, value in (
+            ("ACCOUNT_SID", ronglian.account_sid),
+            ("AUTH_TOKEN", ronglian.auth_token.get_secret_value()),
+            ("APP_ID", ronglian.app_id),
+        ):
+            if not value:
+                raise ConfigError(
+                    f"{ENV_PREFIX}SMS__RONGLIAN__{name}: required when SMS__PROVIDER is ronglian"
+                )
     return settings.model_copy(update={"sites": sites})

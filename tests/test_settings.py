@@ -288,3 +288,36 @@ def test_cli_exits_with_one_clear_line(tmp_path: Path, env: dict[str, str], key:
     for value in env.values():
         if len(value) > 4:
             assert value not in result.stderr
+
+
+def test_ronglian_without_credentials_names_the_missing_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIDINGS_SMS__PROVIDER", "ronglian")
+    monkeypatch.setenv("TIDINGS_SMS__RONGLIAN__ACCOUNT_SID", "8a216da8")
+    monkeypatch.setenv("TIDINGS_SMS__RONGLIAN__AUTH_TOKEN", "do-not-print-me")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("TIDINGS_SMS__RONGLIAN__APP_ID: required")
+    assert "do-not-print-me" not in str(info.value)
+
+
+def test_ronglian_templates_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SMS__PROVIDER", "ronglian")
+    monkeypatch.setenv("TIDINGS_SMS__RONGLIAN__ACCOUNT_SID", "8a216da8")
+    monkeypatch.setenv("TIDINGS_SMS__RONGLIAN__AUTH_TOKEN", "token")
+    monkeypatch.setenv("TIDINGS_SMS__RONGLIAN__APP_ID", "app")
+    monkeypatch.setenv(
+        "TIDINGS_SMS__RONGLIAN__TEMPLATES",
+        '{"verification": {"id": "77", "datas": ["{code}", "{minutes}", "{site_name}"]}}',
+    )
+    settings = load_settings()
+    template = settings.sms.ronglian.templates["verification"]
+    assert (template.id, template.datas) == ("77", ["{code}", "{minutes}", "{site_name}"])
+
+
+def test_bad_default_region_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SMS__DEFAULT_REGION", "china")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("TIDINGS_SMS__DEFAULT_REGION:")
