@@ -96,6 +96,35 @@ class SmsSettings(BaseModel):
     ronglian: RonglianSettings = RonglianSettings()
 
 
+class TelegramSettings(BaseModel):
+    """The Telegram bot: webhook in the web app (polling in dev), sends from the workers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: SecretStr | None = None
+    # Resolved with getMe at start-up when empty.
+    username: str = ""
+    # Checked on every webhook call (X-Telegram-Bot-Api-Secret-Token); 1-256 of A-Za-z0-9_-.
+    webhook_secret: Annotated[SecretStr, Field()] | None = None
+    webhook_path: str = "/telegram/webhook"
+    # Another Bot API server (a self-hosted telegram-bot-api, or a test emulator).
+    api_base: str = "https://api.telegram.org"
+    # Telegram user ids allowed to broadcast and read stats.
+    admin_ids: list[int] = []
+    # Messages per second a broadcast sends, across workers (Telegram allows about 30);
+    # 0 sends as fast as Telegram accepts, still honouring its retry_after.
+    broadcast_rate: Annotated[float, Field(ge=0, le=1_000)] = 25.0
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(
+            r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()
+        ):
+            raise ValueError("1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+
 class QueueSettings(BaseModel):
     """The taskiq stream broker and the delivery retry policy."""
 
@@ -173,6 +202,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     email: EmailSettings = EmailSettings()
     sms: SmsSettings = SmsSettings()
+    telegram: TelegramSettings = TelegramSettings()
     queue: QueueSettings = QueueSettings()
     events: EventSettings = EventSettings()
     log: LogSettings = LogSettings()
@@ -194,10 +224,12 @@ class Settings(BaseSettings):
 
     @property
     def deliverable_channels(self) -> frozenset[Channel]:
-        """Channels this deployment can send on (Telegram arrives with the bot)."""
+        """Channels this deployment can verify on."""
         channels = {Channel.EMAIL, Channel.LINK}
         if self.sms.provider != "none":
             channels.add(Channel.SMS)
+        if self.telegram.token is not None:
+            channels.add(Channel.TELEGRAM)
         return frozenset(channels)
 
     def policy_for(self, site: SiteConfig) -> CodePolicy:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import aiohttp
+from aiogram import Bot
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, TaskiqDepends, TaskiqEvents
@@ -19,8 +20,11 @@ from taskiq.result import TaskiqResult
 from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
 
+from bot.broadcasts import BroadcastStore
+from bot.factory import create_bot
 from config.logging import setup_logging, task_id_var
 from config.settings import Settings, load_settings
+from tasks.broadcasting import LEASE_MS, STRETCH_SECONDS, Broadcaster
 from tasks.broker import TidingsStreamBroker, build_broker
 from tasks.callbacks import EventSender
 from tasks.delivery import Deliverer
@@ -40,6 +44,7 @@ logger = logging.getLogger(__name__)
 DELIVER = "tidings.deliver"
 SWEEP_EXPIRED = "tidings.sweep_expired"
 SEND_EVENT = "tidings.send_event"
+BROADCAST = "tidings.broadcast"
 
 
 @dataclass(slots=True)
@@ -51,6 +56,9 @@ class WorkerResources:
     recovery: Recovery
     events: EventSender
     http: aiohttp.ClientSession
+    bot: Bot | None = None
+    broadcaster: Broadcaster | None = None
+    broadcasts: BroadcastStore | None = None
     pump: asyncio.Task[None] | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -68,6 +76,18 @@ async def deliver(delivery_id: str, context: Annotated[Context, TaskiqDepends()]
 async def send_event(event_id: str, context: Annotated[Context, TaskiqDepends()]) -> str:
     """POST one outbound event to its site (one attempt; retries are rescheduled)."""
     return await _resources(context).events.send(event_id)
+
+
+async def broadcast(broadcast_id: str, context: Annotated[Context, TaskiqDepends()]) -> str:
+    """Send the next stretch of a broadcast; queue the stretch after it if one is left."""
+    broadcaster = _resources(context).broadcaster
+    if broadcaster is None:
+        logger.error("a broadcast reached a worker without a Telegram bot token")
+        return "no bot"
+    outcome = await broadcaster.run(broadcast_id)
+    if outcome == "continues":
+        await context.broker.find_task(BROADCAST).kiq(broadcast_id)  # type: ignore[union-attr]
+    return outcome
 
 
 async def sweep_expired(context: Annotated[Context, TaskiqDepends()]) -> int:
@@ -98,6 +118,7 @@ class Tasks:
     deliver: AsyncTaskiqDecoratedTask[Any, Any]
     sweep_expired: AsyncTaskiqDecoratedTask[Any, Any]
     send_event: AsyncTaskiqDecoratedTask[Any, Any]
+    broadcast: AsyncTaskiqDecoratedTask[Any, Any]
 
 
 def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
@@ -113,6 +134,10 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
         ),
         send_event=broker.register_task(
             send_event, task_name=SEND_EVENT, timeout=settings.events.timeout_seconds + 5
+        ),
+        # A stretch lasts STRETCH_SECONDS, plus Telegram's slowest answers.
+        broadcast=broker.register_task(
+            broadcast, task_name=BROADCAST, timeout=STRETCH_SECONDS + 40
         ),
     )
 
@@ -207,6 +232,9 @@ async def _maintain(resources: WorkerResources, tasks: Tasks, settings: Settings
                 await tasks.deliver.kiq(delivery_id)
             for event_id in await resources.events.store.take_due(lease_ms):
                 await tasks.send_event.kiq(event_id)
+            if resources.broadcasts is not None:
+                for broadcast_id in await resources.broadcasts.take_due(LEASE_MS):
+                    await tasks.broadcast.kiq(broadcast_id)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -241,6 +269,10 @@ def attach_worker(
         resources = WorkerResources(
             redis=redis, deliverer=deliverer, recovery=recovery, events=events, http=http
         )
+        if settings.telegram.token is not None:
+            resources.bot = create_bot(settings)
+            resources.broadcasts = BroadcastStore(redis, keys)
+            resources.broadcaster = Broadcaster(settings, resources.broadcasts, resources.bot)
         resources.pump = asyncio.create_task(_maintain(resources, tasks, settings), name="pump")
         state.tidings = resources
         if own_signals:
@@ -257,6 +289,8 @@ def attach_worker(
         with contextlib.suppress(RedisError, OSError):
             await resources.recovery.retire()
         await resources.deliverer.close()
+        if resources.bot is not None:
+            await resources.bot.session.close()
         await resources.http.close()
         await resources.redis.aclose()
 

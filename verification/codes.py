@@ -68,6 +68,7 @@ class CodeHasher:
         self._code_key = _subkey(master_key, "code")
         self._index_key = _subkey(master_key, "index")
         self._link_key = _subkey(master_key, "link")
+        self._start_key = _subkey(master_key, "telegram-start")
 
     def code(self, verification_id: str, code: str) -> str:
         """Hash of ``code`` bound to one verification."""
@@ -78,6 +79,26 @@ class CodeHasher:
         """Hash of a magic link's secret, bound to its verification."""
         message = f"{token.verification_id}:{token.secret}".encode()
         return hmac.new(self._link_key, message, hashlib.sha256).hexdigest()
+
+    def start_payload(self, verification_id: str) -> str:
+        """The Telegram deep-link payload of a verification: its id and a 132-bit MAC.
+
+        54 characters of ``[0-9a-f]`` and base64url, within Telegram's 64-character
+        ``[A-Za-z0-9_-]`` rule. Derived rather than stored, so the resource can show the
+        link at any time and no plaintext secret sits in Redis; it works while the
+        verification is pending, so it is single-use with the verification.
+        """
+        head = verification_id.removeprefix("ver_")
+        mac = hmac.new(self._start_key, head.encode(), hashlib.sha256).digest()
+        return head + base64.urlsafe_b64encode(mac).decode()[:22]
+
+    def start_verification(self, payload: str) -> str | None:
+        """The verification a deep-link payload belongs to, or None if it is not ours."""
+        head = payload[:32]
+        if len(payload) != 54 or not _LINK_HEAD.fullmatch(head):
+            return None
+        expected = self.start_payload(f"ver_{head}")
+        return f"ver_{head}" if hmac.compare_digest(expected, payload) else None
 
     def index(self, value: str) -> str:
         """Opaque, stable digest of an address or user id for use in key names."""

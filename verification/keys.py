@@ -52,6 +52,46 @@ class Keys:
         """Requests from one client IP to the public pages in the current minute window."""
         return f"{self.prefix}:rl:ip:{ip}"
 
+    @property
+    def subscribers(self) -> str:
+        """Sorted set of subscribed Telegram chat ids, scored by when they subscribed."""
+        return f"{self.prefix}:tg:subs"
+
+    def chat(self, chat_id: int) -> str:
+        """Hash of one Telegram chat: user id, chosen language."""
+        return f"{self.prefix}:tg:chat:{chat_id}"
+
+    def chat_pending(self, chat_id: int) -> str:
+        """The verification a chat is asked to confirm by sharing its phone."""
+        return f"{self.prefix}:tg:pending:{chat_id}"
+
+    def broadcast(self, broadcast_id: str) -> str:
+        """Hash of one broadcast: content, state, counters, lease."""
+        return f"{self.prefix}:bc:{broadcast_id}"
+
+    def broadcast_audience(self, broadcast_id: str) -> str:
+        """List of the chat ids a broadcast goes to, fixed when it starts."""
+        return f"{self.prefix}:bc:{broadcast_id}:audience"
+
+    def broadcast_inflight(self, broadcast_id: str) -> str:
+        """Hash of audience index → chat id being sent right now (at most once after a crash)."""
+        return f"{self.prefix}:bc:{broadcast_id}:inflight"
+
+    @property
+    def broadcasts(self) -> str:
+        """Sorted set of broadcast ids by creation time."""
+        return f"{self.prefix}:bc:recent"
+
+    @property
+    def broadcasts_due(self) -> str:
+        """Sorted set of running broadcasts scored by when their lease runs out."""
+        return f"{self.prefix}:bc:due"
+
+    @property
+    def telegram_rate(self) -> str:
+        """The bot-wide send schedule (GCRA theoretical arrival time, ms)."""
+        return f"{self.prefix}:tg:rate"
+
     def event(self, verification_id: str) -> str:
         """Hash of the outbound event of a verification's final status change."""
         return f"{self.prefix}:e:{event_id(verification_id)}"

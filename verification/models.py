@@ -45,8 +45,12 @@ def mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}" if local else "***"
 
 
-def mask_destination(channel: str, destination: str) -> str:
-    """Hide most of an address or number."""
+def mask_destination(channel: str, destination: str) -> str | None:
+    """Hide most of an address or number; None while there is none (Telegram, unlinked)."""
+    if not destination:
+        return None
+    if destination.startswith("telegram:"):
+        return f"telegram chat ****{destination[-2:]}"
     if "@" in destination:
         return mask_email(destination)
     return f"{destination[:3]}****{destination[-2:]}" if len(destination) > 6 else "****"
@@ -68,7 +72,10 @@ def delivery_resource(d: dict[str, str]) -> dict[str, Any]:
 
 
 def verification_resource(
-    v: dict[str, str], deliveries: list[dict[str, str]], now: int
+    v: dict[str, str],
+    deliveries: list[dict[str, str]],
+    now: int,
+    telegram_link: str | None = None,
 ) -> dict[str, Any]:
     """One verification as the API shows it; pending past expiry reads as expired."""
     status = v["status"]
@@ -89,5 +96,5 @@ def verification_resource(
         "expires_at": iso(v["expires_at"]),
         "metadata": json.loads(v.get("metadata") or "null"),
         "deliveries": [delivery_resource(d) for d in deliveries],
-        "telegram_link": None,
+        "telegram_link": telegram_link,
     }

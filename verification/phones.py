@@ -24,6 +24,10 @@ def normalise_phone(raw: str, default_region: str) -> str:
     the number.
     """
     text = raw.strip()
+    if any(char.isalpha() for char in text):
+        # phonenumbers would read letters as a keypad's digits (1-800-FLOWERS); a typed
+        # O for 0 would then send the code to a stranger.
+        raise ValueError("not a phone number: use digits only")
     if text.startswith("00"):
         text = "+" + text[2:]
     try:

@@ -23,6 +23,14 @@ _NAMES = (
     "event_record",
     "replay",
     "link",
+    "telegram",
+    "bc_start",
+    "bc_claim",
+    "bc_next",
+    "bc_slot",
+    "bc_record",
+    "bc_finish",
+    "bc_cancel",
 )
 
 
@@ -48,6 +56,14 @@ class Scripts:
     event_record: AsyncScript
     replay: AsyncScript
     link: AsyncScript
+    telegram: AsyncScript
+    bc_start: AsyncScript
+    bc_claim: AsyncScript
+    bc_next: AsyncScript
+    bc_slot: AsyncScript
+    bc_record: AsyncScript
+    bc_finish: AsyncScript
+    bc_cancel: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -76,6 +76,17 @@ class LinkState:
 
 
 @dataclass(frozen=True, slots=True)
+class TelegramAnswer:
+    """What a bot action did: ``state`` (see ``telegram.lua``) and the verification."""
+
+    state: str
+    verification_id: str
+    site: str
+    locale: str
+    phone: str  # the signup's E.164 phone, to compare with a shared contact
+
+
+@dataclass(frozen=True, slots=True)
 class CheckResult:
     """The answer to a code check."""
 
@@ -129,8 +140,12 @@ class VerificationService:
         self._sealer = PayloadSealer(master)
         self._scripts = Scripts.register(redis)
         self._policies: dict[str, CodePolicy] = {}
+        # For telegram_link; learned from Telegram at start-up when not configured.
+        self.bot_username = settings.telegram.username
 
     def _destination(self, channel: Channel, email: str | None, phone: str | None) -> str:
+        if channel == Channel.TELEGRAM:
+            return ""  # the chat is known once the person opens the deep link
         if channel in EMAIL_CHANNELS and email:
             return email
         if channel == Channel.SMS and phone:
@@ -209,9 +224,18 @@ class VerificationService:
             "metadata": json.dumps(signup.metadata),
             "remind_after": str(signup.remind_after or ""),
         }
-        delivery = self._new_delivery(vid, signup.channel, 1, code, link, now)
+        delivery: dict[str, str] = {}
+        message = b""
+        if signup.channel != Channel.TELEGRAM:
+            delivery = self._new_delivery(vid, signup.channel, 1, code, link, now)
+            message = self._queue.message(delivery["id"])
         public = {k: v for k, v in delivery.items() if k != "secret"}
-        resource = verification_resource(verification, [public], now)
+        # The stored answer (for a repeated webhook-id) leaves the deep link out: it is a
+        # bearer capability, recomputed when the answer is given again.
+        stored = json.dumps(verification_resource(verification, [public] if delivery else [], now))
+        resource = verification_resource(
+            verification, [public] if delivery else [], now, self.telegram_link(verification)
+        )
         body = json.dumps(resource)
         hour = now // HOUR_MS
         keys = self._keys
@@ -225,7 +249,7 @@ class VerificationService:
                     dest_key,
                     keys.site_hour(site.id, hour),
                     keys.user(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
-                    keys.delivery(delivery["id"]),
+                    keys.delivery(delivery.get("id", "-")),
                     keys.due,
                     keys.verification_deliveries(vid),
                     keys.expiring,
@@ -236,7 +260,7 @@ class VerificationService:
                 args=[
                     now,
                     self._settings.webhook_replay_seconds * 1000,
-                    body,
+                    stored,
                     json.dumps(verification),
                     json.dumps(delivery),
                     expires_at - now + self._settings.retention_seconds * 1000,
@@ -244,11 +268,11 @@ class VerificationService:
                     policy.sends_per_destination,
                     policy.site_sends_per_hour,
                     (hour + 1) * HOUR_MS - now,
-                    delivery["id"],
+                    delivery.get("id", ""),
                     now + int(self._settings.queue.requeue_after_seconds * 1000),
                     vid,
                     expires_at,
-                    self._queue.message(delivery["id"]),
+                    message,
                     self._queue.maxlen,
                     prefix_limit,
                     prefix_ttl,
@@ -256,7 +280,11 @@ class VerificationService:
             )
         )
         if reply[0] == "replay":
-            return Created(json.loads(reply[1]), replayed=True, body=reply[1])
+            first = json.loads(reply[1])
+            if first.get("channel") == Channel.TELEGRAM:
+                first["telegram_link"] = self.telegram_link(first)
+                return Created(first, replayed=True, body=json.dumps(first))
+            return Created(first, replayed=True, body=reply[1])
         _raise_for(reply)
         return Created(resource, replayed=False, body=body)
 
@@ -291,7 +319,50 @@ class VerificationService:
             for did in ids:
                 pipe.hgetall(self._keys.delivery(did))
             deliveries = [d for d in await pipe.execute() if d]
-        return verification_resource(v, deliveries, now_ms())
+        return verification_resource(v, deliveries, now_ms(), self.telegram_link(v))
+
+    def telegram_link(self, v: dict[str, str]) -> str | None:
+        """``https://t.me/<bot>?start=<payload>`` for a Telegram verification."""
+        username = self.bot_username
+        if v.get("channel") != Channel.TELEGRAM or not username:
+            return None
+        return f"https://t.me/{username}?start={self._hasher.start_payload(v['id'])}"
+
+    async def telegram(
+        self,
+        payload_or_id: str,
+        action: str,
+        user_id: int,
+        chat_id: int,
+        how: str = "",
+        phone: str = "",
+    ) -> TelegramAnswer:
+        """Act for a person in the bot: ``link`` the chat, ``approve`` or ``decline``.
+
+        ``payload_or_id`` is the deep-link payload for ``link`` (checked against its MAC)
+        and the verification id afterwards. Approving ``how="contact"`` needs ``phone``
+        (a shared contact's number, E.164) to equal the signup's phone.
+        """
+        if action == "link":
+            vid = self._hasher.start_verification(payload_or_id)
+            if vid is None:
+                return TelegramAnswer("not_found", "", "", "", "")
+        else:
+            vid = payload_or_id
+        keys = self._keys
+        reply = as_text(
+            await self._scripts.telegram(
+                keys=[
+                    keys.verification(vid),
+                    keys.expiring,
+                    keys.stats,
+                    keys.event(vid),
+                    keys.events_due,
+                ],
+                args=[now_ms(), vid, action, user_id, chat_id, how, phone],
+            )
+        )
+        return TelegramAnswer(reply[0], vid, reply[1], reply[2], reply[3])
 
     async def check(self, site: SiteConfig, vid: str, code: str) -> CheckResult:
         """Compare ``code``; a match approves and consumes it, a miss spends an attempt."""
@@ -344,6 +415,10 @@ class VerificationService:
         v = await self._load(site, vid)
         chosen = channel or Channel(v["channel"])
         self.ensure_channel(site, chosen)
+        if chosen == Channel.TELEGRAM:
+            raise ChannelUnavailable(
+                "a Telegram verification is confirmed in the chat: share its telegram_link"
+            )
         destination = self._destination(chosen, v.get("email"), v.get("phone"))
         policy = self._policy(site)
         now = now_ms()

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 
+from bot.broadcasts import BroadcastStore
+from bot.factory import create_bot, create_dispatcher
+from bot.subscribers import Subscribers
 from config.settings import Settings
 from tasks.broker import build_broker
-from tasks.worker import TaskiqDeliveryQueue, register_tasks
+from tasks.worker import TaskiqDeliveryQueue, Tasks, register_tasks
 from verification.connections import open_redis
 from verification.keys import Keys
 from verification.service import VerificationService
@@ -19,6 +27,8 @@ from webhooks.metrics import HttpMetrics, RedisSnapshotCollector
 from webhooks.middleware import request_middleware
 from webhooks.problems import problem_middleware
 from webhooks.registry import SiteRegistry
+
+logger = logging.getLogger(__name__)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -30,7 +40,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await broker.startup()
     app[keys.REDIS] = redis
     app[keys.BROKER] = broker
-    app[keys.SERVICE] = VerificationService(redis, settings, TaskiqDeliveryQueue(broker, tasks))
+    service = VerificationService(redis, settings, TaskiqDeliveryQueue(broker, tasks))
+    app[keys.SERVICE] = service
+    bot = app.get(keys.BOT)
+    if bot is not None:
+        await _start_bot(app, bot, service, redis, tasks)
     # Everything built so far lives as long as the process: move it out of the cyclic
     # collector's sight, so full collections stay short and do not stall requests.
     gc.collect()
@@ -39,7 +53,37 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await broker.shutdown()
+        if bot is not None:
+            await bot.session.close()
         await redis.aclose()
+
+
+async def _start_bot(
+    app: web.Application, bot: Bot, service: VerificationService, redis: Redis, tasks: Tasks
+) -> None:
+    """Give the bot's handlers their services, and learn the bot's username if unset."""
+    settings = app[keys.SETTINGS]
+    redis_keys = app[keys.REDIS_KEYS]
+    dispatcher = app[keys.DISPATCHER]
+    dispatcher.workflow_data.update(
+        settings=settings,
+        service=service,
+        redis=redis,
+        keys=redis_keys,
+        subscribers=Subscribers(redis, redis_keys),
+        broadcasts=BroadcastStore(redis, redis_keys),
+        kick_broadcast=tasks.broadcast.kiq,
+    )
+    if not service.bot_username:
+        try:
+            me = await bot.get_me()
+        except TelegramAPIError as exc:
+            logger.error(
+                "could not ask Telegram for the bot's username; set TIDINGS_TELEGRAM__USERNAME",
+                extra={"error": type(exc).__name__},
+            )
+        else:
+            service.bot_username = me.username or ""
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -69,4 +113,23 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_routes(openapi.routes)
     if settings.dev:
         app.router.add_routes(outbox.routes)
+    if settings.telegram.token is not None:
+        _mount_bot(app, settings)
     return app
+
+
+def _mount_bot(app: web.Application, settings: Settings) -> None:
+    """The Telegram webhook (when a secret is set; dev may poll instead)."""
+    bot = create_bot(settings)
+    dispatcher = create_dispatcher(settings)
+    app[keys.BOT] = bot
+    app[keys.DISPATCHER] = dispatcher
+    secret = settings.telegram.webhook_secret
+    if secret is None:
+        return
+    # Foreground: a handler that fails answers 500 and Telegram delivers the update again,
+    # instead of the default 200-and-forget.
+    handler = SimpleRequestHandler(
+        dispatcher, bot, handle_in_background=False, secret_token=secret.get_secret_value()
+    )
+    app.router.add_post(settings.telegram.webhook_path, handler.handle)

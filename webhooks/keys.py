@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiogram import Bot, Dispatcher
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -21,3 +22,5 @@ SITES = web.AppKey("sites", SiteRegistry)
 REDIS_KEYS = web.AppKey("redis_keys", Keys)
 METRICS = web.AppKey("metrics", HttpMetrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+BOT = web.AppKey("bot", Bot)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -119,9 +119,9 @@ async def _within_limit(request: web.Request) -> bool:
     limit = settings.http.page_requests_per_minute
     key = request.app[keys.REDIS_KEYS].page_ip_minute(_client_ip(request))
     async with request.app[keys.REDIS].pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, 60, nx=True)
-        count, _ = await pipe.execute()
+        pipe.set(key, 0, ex=60, nx=True)  # the window starts with its first request
+        pipe.incr(key)  # keeps the TTL
+        _, count = await pipe.execute()
     return int(count) <= limit
 
 

@@ -44,12 +44,16 @@ def request_middleware(metrics: HttpMetrics) -> Middleware:
                 status,
                 elapsed,
             )
-            # The path only: query strings could carry tokens.
+            # Not the query string (it could carry tokens), and the route pattern instead
+            # of the path where the path is a secret (magic links: /v/{token}).
+            path = request.path
+            if resource is not None and "{token}" in resource.canonical:
+                path = resource.canonical
             logger.info(
                 "request",
                 extra={
                     "method": request.method,
-                    "path": request.path,
+                    "path": path,
                     "status": status,
                     "ms": round(elapsed * 1000, 2),
                 },

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError, ResponseError
 from taskiq import AsyncBroker
 from taskiq_redis import RedisStreamBroker
 
+from verification.reports import read_snapshot
 from webhooks import keys
 from webhooks.metrics import RedisSnapshotCollector
 
@@ -72,17 +73,12 @@ async def metrics(request: web.Request) -> web.Response:
     k = app[keys.REDIS_KEYS]
     snapshot = app[SNAPSHOT]
     try:
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(k.stats)
-            pipe.xlen(k.queue)
-            pipe.zcard(k.due)
-            pipe.llen(k.dead_letters)
-            stats, depth, due, dead = await pipe.execute()
+        read = await read_snapshot(redis, k)
         snapshot.stats, snapshot.queue_depth, snapshot.due, snapshot.dead_letters = (
-            stats,
-            depth,
-            due,
-            dead,
+            read.stats,
+            read.queue_depth,
+            read.due,
+            read.dead_letters,
         )
     except (RedisError, OSError):
         pass  # serve the last snapshot; HTTP metrics still matter during an outage

@@ -249,7 +249,7 @@ class RonglianSender:
         datas = fill_datas(template, message.params)
         if datas:
             body["datas"] = datas
-        masked = mask_destination("sms", message.to)
+        masked = mask_destination("sms", message.to) or "****"
         headers, sig = self._headers_and_sig()
         payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
         session = self._ensure_session()

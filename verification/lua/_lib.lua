@@ -41,6 +41,15 @@ local function record_send(dest_key, now, window, member, site_key, site_ttl)
   count_send(site_key, site_ttl)
 end
 
+-- Verification counters: all-time (for /metrics) and per UTC day (for /stats), the
+-- day's hash derived from the stats key (single-node, like the scripts that use it).
+local function count_verification(stats_key, now, status)
+  redis.call('HINCRBY', stats_key, 'verifications:' .. status, 1)
+  local day_key = stats_key .. ':day:' .. math.floor(now / 86400000)
+  redis.call('HINCRBY', day_key, status, 1)
+  redis.call('PEXPIRE', day_key, 8 * 86400000)
+end
+
 -- The outbound event of a verification's one final status change, queued with it
 -- (a transactional outbox: no status change without its event, no event without one).
 local EVENT_TTL_MS = 4 * 86400 * 1000
@@ -61,7 +70,7 @@ local function settle_expiry(vkey, v, now, expiring_key, stats_key, vid, ekey, e
     redis.call('HSET', vkey, 'status', 'expired')
     redis.call('HDEL', vkey, 'code_hash')
     redis.call('ZREM', expiring_key, vid)
-    redis.call('HINCRBY', stats_key, 'verifications:expired', 1)
+    count_verification(stats_key, now, 'expired')
     emit_event(ekey, edue, now, vid, v, 'expired')
     v.status = 'expired'
   end

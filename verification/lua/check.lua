@@ -13,7 +13,7 @@ if v.code_hash == ARGV[3] then
   redis.call('HSET', KEYS[1], 'status', 'approved', 'updated_at', now)
   redis.call('HDEL', KEYS[1], 'code_hash')
   redis.call('ZREM', KEYS[2], ARGV[4])
-  redis.call('HINCRBY', KEYS[3], 'verifications:approved', 1)
+  count_verification(KEYS[3], now, 'approved')
   emit_event(KEYS[4], KEYS[5], now, ARGV[4], v, 'approved')
   return {'valid', 'approved', v.attempts_left}
 end
@@ -23,7 +23,7 @@ if left <= 0 then
   redis.call('HSET', KEYS[1], 'status', 'max_attempts_reached', 'updated_at', now)
   redis.call('HDEL', KEYS[1], 'code_hash')
   redis.call('ZREM', KEYS[2], ARGV[4])
-  redis.call('HINCRBY', KEYS[3], 'verifications:max_attempts_reached', 1)
+  count_verification(KEYS[3], now, 'max_attempts_reached')
   emit_event(KEYS[4], KEYS[5], now, ARGV[4], v, 'max_attempts_reached')
   return {'invalid', 'max_attempts_reached', '0'}
 end

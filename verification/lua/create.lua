@@ -23,18 +23,21 @@ end
 local ttl = tonumber(ARGV[6])
 hset_map(KEYS[2], cjson.decode(ARGV[4]))
 redis.call('PEXPIRE', KEYS[2], ttl)
-hset_map(KEYS[6], cjson.decode(ARGV[5]))
-redis.call('PEXPIRE', KEYS[6], ttl)
-redis.call('RPUSH', KEYS[8], ARGV[11])
-redis.call('PEXPIRE', KEYS[8], ttl)
 redis.call('SADD', KEYS[5], ARGV[13])
 redis.call('PEXPIRE', KEYS[5], ttl)
-redis.call('ZADD', KEYS[7], tonumber(ARGV[12]), ARGV[11])
 redis.call('ZADD', KEYS[9], tonumber(ARGV[14]), ARGV[13])
-record_send(KEYS[3], now, tonumber(ARGV[7]), ARGV[11], KEYS[4], tonumber(ARGV[10]))
-if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[18])) end
-redis.call('HINCRBY', KEYS[10], 'verifications:created', 1)
-redis.call('HINCRBY', KEYS[10], 'deliveries:queued:' .. cjson.decode(ARGV[5]).channel, 1)
-redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[16], '*', 'data', ARGV[15])
+count_verification(KEYS[10], now, 'created')
+-- No delivery id: the person comes to us (a Telegram deep link), nothing is sent now.
+if ARGV[11] ~= '' then
+  hset_map(KEYS[6], cjson.decode(ARGV[5]))
+  redis.call('PEXPIRE', KEYS[6], ttl)
+  redis.call('RPUSH', KEYS[8], ARGV[11])
+  redis.call('PEXPIRE', KEYS[8], ttl)
+  redis.call('ZADD', KEYS[7], tonumber(ARGV[12]), ARGV[11])
+  record_send(KEYS[3], now, tonumber(ARGV[7]), ARGV[11], KEYS[4], tonumber(ARGV[10]))
+  if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[18])) end
+  redis.call('HINCRBY', KEYS[10], 'deliveries:queued:' .. cjson.decode(ARGV[5]).channel, 1)
+  redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[16], '*', 'data', ARGV[15])
+end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', tonumber(ARGV[2]))
 return {'created'}

@@ -17,6 +17,6 @@ if ARGV[4] ~= 'use' then return {'pending', v.site, v.locale} end
 redis.call('HSET', KEYS[1], 'status', 'approved', 'approved_by', 'link', 'updated_at', now)
 redis.call('HDEL', KEYS[1], 'code_hash')
 redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('HINCRBY', KEYS[3], 'verifications:approved', 1)
+count_verification(KEYS[3], now, 'approved')
 emit_event(KEYS[4], KEYS[5], now, ARGV[3], v, 'approved')
 return {'approved', v.site, v.locale}

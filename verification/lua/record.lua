@@ -36,7 +36,7 @@ if outcome == 'failed' then
     redis.call('HSET', KEYS[5], 'status', 'failed', 'updated_at', now)
     redis.call('HDEL', KEYS[5], 'code_hash')
     redis.call('ZREM', KEYS[6], d.verification_id)
-    redis.call('HINCRBY', KEYS[3], 'verifications:failed', 1)
+    count_verification(KEYS[3], now, 'failed')
     emit_event(KEYS[7], KEYS[8], now, d.verification_id, v, 'failed')
   end
   return {'failed'}

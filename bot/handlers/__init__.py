@@ -1,0 +1,1 @@
+"""Routers: people's commands and deep links, and admin commands."""

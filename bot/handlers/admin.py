@@ -1,0 +1,129 @@
+"""Admin commands: broadcasts and stats, for the configured Telegram ids only.
+
+Everyone else falls through to the people's router, whose catch-all answers "unknown
+command", so the commands' existence is not revealed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from redis.asyncio import Redis
+
+from bot.broadcasts import BroadcastStore
+from verification.keys import Keys
+from verification.reports import read_snapshot
+
+logger = logging.getLogger(__name__)
+
+#: Queues a broadcast's first stretch on the workers.
+KickBroadcast = Callable[[str], Awaitable[object]]
+
+
+async def broadcast(
+    message: Message,
+    command: CommandObject,
+    broadcasts: BroadcastStore,
+    redis: Redis,
+    keys: Keys,
+) -> None:
+    """``/broadcast <text>``, or ``/broadcast`` as a reply to any message (copied as is)."""
+    assert message.from_user is not None  # noqa: S101 - the admin filter needs it
+    source = message.reply_to_message
+    if source is not None:
+        bid = await broadcasts.draft(
+            message.from_user.id, from_chat=source.chat.id, message_id=source.message_id
+        )
+        await message.bot.copy_message(  # type: ignore[union-attr]
+            message.chat.id, source.chat.id, source.message_id
+        )
+    elif command.args:
+        bid = await broadcasts.draft(message.from_user.id, text=command.args)
+        await message.answer(command.args)
+    else:
+        await message.answer(
+            "Usage: /broadcast <text>, or reply /broadcast to the message to send."
+        )
+        return
+    audience = (await read_snapshot(redis, keys)).subscribers
+    keyboard = InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(text="✅ Send", callback_data=f"bc:go:{bid}"),
+                InlineKeyboardButton(text="Cancel", callback_data=f"bc:no:{bid}"),
+            ]
+        ]
+    )
+    await message.answer(
+        f"Preview above. Send broadcast {bid} to {audience} subscribers?",
+        reply_markup=keyboard,
+    )
+
+
+async def decide(
+    query: CallbackQuery, broadcasts: BroadcastStore, kick_broadcast: KickBroadcast
+) -> None:
+    """Confirm or cancel a previewed broadcast."""
+    assert query.data is not None  # noqa: S101 - the filter matched it
+    _, choice, bid = query.data.split(":")
+    await query.answer()
+    message = query.message if isinstance(query.message, Message) else None
+    if choice == "no":
+        state = await broadcasts.cancel(bid)
+        if message is not None:
+            await message.edit_text(f"Broadcast {bid}: {state}.")
+        return
+    state, total = await broadcasts.start(bid)
+    if state != "queued":
+        if message is not None:
+            await message.edit_text(f"Broadcast {bid} is {state}; nothing to do.")
+        return
+    if message is not None:
+        await broadcasts.set_progress_message(bid, message.chat.id, message.message_id)
+        await message.edit_text(f"Broadcast {bid}: sending to {total} subscribers…")
+    await kick_broadcast(bid)
+    logger.info("broadcast started", extra={"broadcast": bid, "total": total})
+
+
+async def recent(message: Message, broadcasts: BroadcastStore) -> None:
+    """The latest broadcasts with their state and counts."""
+    found = await broadcasts.recent()
+    await message.answer("\n".join(b.summary() for b in found) or "No broadcasts yet.")
+
+
+async def cancel(message: Message, command: CommandObject, broadcasts: BroadcastStore) -> None:
+    """Stop a broadcast midway (or before it starts)."""
+    bid = (command.args or "").strip()
+    if not bid:
+        await message.answer("Usage: /cancel_broadcast <id> (see /broadcasts).")
+        return
+    state = await broadcasts.cancel(bid)
+    answers = {
+        "canceled": f"Broadcast {bid} canceled.",
+        "not_found": f"No broadcast {bid}.",
+    }
+    await message.answer(answers.get(state, f"Broadcast {bid} is already {state}."))
+
+
+async def stats(message: Message, redis: Redis, keys: Keys) -> None:
+    """Subscribers, today's verifications, queue depth, failed deliveries."""
+    snapshot = await read_snapshot(redis, keys)
+    await message.answer("\n".join(snapshot.lines()))
+
+
+def build_router(admin_ids: list[int]) -> Router:
+    """The admin router; its filters let only ``admin_ids`` in."""
+    router = Router(name="admin")
+    admins = set(admin_ids)
+    router.message.filter(F.from_user.id.in_(admins))
+    router.callback_query.filter(F.from_user.id.in_(admins))
+    router.message.register(broadcast, Command("broadcast"))
+    router.callback_query.register(decide, F.data.regexp(r"^bc:(go|no):bc_[0-9a-f]{12}$"))
+    router.message.register(recent, Command("broadcasts"))
+    router.message.register(cancel, Command("cancel_broadcast"))
+    router.message.register(stats, Command("stats"))
+    return router

@@ -1,0 +1,206 @@
+"""Sending a broadcast from the workers: paced, resumable, each person at most once.
+
+A task sends one stretch (about ``STRETCH_SECONDS``) under a lease, then hands the rest
+to a new task, so no task outlives the task timeout and a crash costs one lease. Every
+send takes a slot on one bot-wide schedule in Redis (a GCRA: each slot is the previous
+one plus 1/rate), so the configured rate holds across broadcasts and workers, and
+Telegram's ``retry_after`` pushes the whole schedule back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+
+from bot.broadcasts import OUTCOMES, Broadcast, BroadcastStore
+from config.settings import Settings
+from verification.models import now_ms
+from verification.scripts import as_text
+
+logger = logging.getLogger(__name__)
+
+STRETCH_SECONDS = 20.0
+LEASE_MS = 30_000
+PROGRESS_EVERY_SECONDS = 2.0
+MAX_TRIES = 5
+# Sends in flight at once; the schedule, not this, sets the pace.
+SENDERS = 8
+
+
+@dataclass
+class _Run:
+    broadcast: Broadcast
+    token: str
+    interval_ms: int
+    deadline: float
+    stop: bool = False
+
+
+class Broadcaster:
+    """Runs broadcasts with the workers' ``Bot``."""
+
+    def __init__(self, settings: Settings, store: BroadcastStore, bot: Bot) -> None:
+        self._settings = settings
+        self._store = store
+        self._bot = bot
+        self._keys = store.keys
+        self._scripts = store.scripts
+
+    @property
+    def interval_ms(self) -> int:
+        """Milliseconds between sends at the configured rate (0: no limit)."""
+        rate = self._settings.telegram.broadcast_rate
+        return round(1000 / rate) if rate > 0 else 0
+
+    async def run(self, broadcast_id: str) -> str:
+        """Send a stretch of ``broadcast_id``; returns ``done``, ``continues`` or why not."""
+        keys = self._keys
+        token = secrets.token_hex(8)
+        claim = as_text(
+            await self._scripts.bc_claim(
+                keys=[
+                    keys.broadcast(broadcast_id),
+                    keys.broadcasts_due,
+                    keys.broadcast_inflight(broadcast_id),
+                ],
+                args=[now_ms(), LEASE_MS, token, broadcast_id],
+            )
+        )
+        if claim[0] != "claimed":
+            return " ".join(claim)
+        broadcast = await self._store.get(broadcast_id)
+        if broadcast is None:
+            return "gone"
+        loop = asyncio.get_running_loop()
+        run = _Run(broadcast, token, self.interval_ms, loop.time() + STRETCH_SECONDS)
+        progress = asyncio.create_task(self._show_progress(broadcast_id))
+        try:
+            await asyncio.gather(*(self._sender(run) for _ in range(SENDERS)))
+        finally:
+            progress.cancel()
+        finished = run.stop and loop.time() < run.deadline
+        reply = as_text(
+            await self._scripts.bc_finish(
+                keys=[
+                    keys.broadcast(broadcast_id),
+                    keys.broadcasts_due,
+                    keys.broadcast_inflight(broadcast_id),
+                ],
+                args=[now_ms(), token, "done" if finished else "release", broadcast_id],
+            )
+        )
+        if reply[0] == "done":
+            await self._report(broadcast_id)
+            return "done"
+        return "continues" if reply[0] == "released" else reply[0]
+
+    async def _sender(self, run: _Run) -> None:
+        keys = self._keys
+        bid = run.broadcast.id
+        loop = asyncio.get_running_loop()
+        while not run.stop and loop.time() < run.deadline:
+            reply = as_text(
+                await self._scripts.bc_next(
+                    keys=[
+                        keys.broadcast(bid),
+                        keys.broadcast_audience(bid),
+                        keys.broadcast_inflight(bid),
+                        keys.subscribers,
+                        keys.telegram_rate,
+                        keys.broadcasts_due,
+                    ],
+                    args=[now_ms(), run.token, LEASE_MS, run.interval_ms, bid],
+                )
+            )
+            if reply[0] == "send_none":
+                continue
+            if reply[0] != "send":
+                run.stop = True
+                return
+            index, chat_id, wait_ms = reply[1], int(reply[2]), int(reply[3])
+            outcome = await self._send_one(run, chat_id, wait_ms)
+            await self._scripts.bc_record(
+                keys=[keys.broadcast(bid), keys.broadcast_inflight(bid), keys.subscribers],
+                args=[index, chat_id, outcome],
+            )
+
+    async def _send_one(self, run: _Run, chat_id: int, wait_ms: int) -> str:
+        """Send to one chat at its slot; the outcome counter to add."""
+        b = run.broadcast
+        for _ in range(MAX_TRIES):
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000)
+            try:
+                if b.kind == "copy" and b.from_chat is not None and b.message_id is not None:
+                    await self._bot.copy_message(chat_id, b.from_chat, b.message_id)
+                else:
+                    await self._bot.send_message(chat_id, b.text)
+                return "sent"
+            except TelegramRetryAfter as exc:
+                # Telegram wants the whole bot to slow down: move every later slot back.
+                logger.warning(
+                    "Telegram asked to slow down",
+                    extra={"broadcast": b.id, "retry_after": exc.retry_after},
+                )
+                wait_ms = int(
+                    await self._scripts.bc_slot(
+                        keys=[self._keys.telegram_rate],
+                        args=[now_ms(), run.interval_ms, exc.retry_after * 1000],
+                    )
+                )
+            except TelegramForbiddenError:
+                return "blocked"
+            except TelegramBadRequest:
+                return "failed"  # chat not found, deactivated, …
+            except TelegramServerError:
+                wait_ms = int(
+                    await self._scripts.bc_slot(
+                        keys=[self._keys.telegram_rate], args=[now_ms(), run.interval_ms, 1000]
+                    )
+                )
+            except TelegramNetworkError:
+                # The request may have reached Telegram: resending could deliver it twice.
+                return "unknown"
+            except TelegramAPIError:
+                return "failed"
+        return "failed"
+
+    async def _show_progress(self, broadcast_id: str) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_SECONDS)
+            b = await self._store.get(broadcast_id)
+            if b is not None:
+                await self._edit(b, f"Broadcast {b.id}: {b.done_count} of {b.total} done…")
+
+    async def _report(self, broadcast_id: str) -> None:
+        b = await self._store.get(broadcast_id)
+        if b is None:
+            return
+        counts = ", ".join(f"{name} {b.counts[name]}" for name in OUTCOMES)
+        seconds = b.duration_seconds()
+        took = f" in {seconds:.1f} s" if seconds is not None else ""
+        verb = "canceled" if b.state == "canceled" else "finished"
+        logger.info("broadcast " + verb, extra={"broadcast": b.id, **b.counts})
+        await self._edit(b, f"Broadcast {b.id} {verb}{took}: {counts} (of {b.total}).")
+
+    async def _edit(self, b: Broadcast, text: str) -> None:
+        if b.progress_chat is None or b.progress_message is None:
+            return
+        try:
+            await self._bot.edit_message_text(
+                text=text, chat_id=b.progress_chat, message_id=b.progress_message
+            )
+        except TelegramAPIError:
+            logger.info("could not update a broadcast's progress message", exc_info=True)
