@@ -103,6 +103,10 @@ def secret_values(settings: Settings) -> list[str]:
     if settings.email.password is not None:
         values.append(settings.email.password.get_secret_value())
     values.append(settings.sms.ronglian.auth_token.get_secret_value())
+    # Bot API URLs carry the token (/bot<token>/method), so network errors can too.
+    for secret in (settings.telegram.token, settings.telegram.webhook_secret):
+        if secret is not None:
+            values.append(secret.get_secret_value())
     return values
 
 

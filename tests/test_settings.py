@@ -321,3 +321,21 @@ def test_bad_default_region_names_the_key(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert str(info.value).startswith("TIDINGS_SMS__DEFAULT_REGION:")
+
+
+def test_bot_token_without_webhook_secret_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_TELEGRAM__TOKEN", "123456:do-not-print-this-token")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("TIDINGS_TELEGRAM__WEBHOOK_SECRET: required")
+    assert "do-not-print" not in str(info.value)
+
+
+def test_webhook_secret_outside_telegram_alphabet_names_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TIDINGS_TELEGRAM__WEBHOOK_SECRET", "has spaces!")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("TIDINGS_TELEGRAM__WEBHOOK_SECRET:")
+    assert "has spaces" not in str(info.value)

@@ -270,3 +270,14 @@ def signup(
         )
     if status >= 400:
         sys.exit(1)
+
+
+def _add_bot_commands() -> None:
+    from tidings.botcli import bot_group, broadcast_group, stats
+
+    main.add_command(bot_group)
+    main.add_command(broadcast_group)
+    main.add_command(stats)
+
+
+_add_bot_commands()

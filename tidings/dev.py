@@ -8,6 +8,7 @@ import os
 import signal
 from pathlib import Path
 
+from aiogram.exceptions import TelegramAPIError
 from aiohttp import web
 from taskiq.api import run_receiver_task, run_scheduler_task
 
@@ -17,6 +18,7 @@ from tasks.scheduling import build_scheduler
 from tasks.worker import build_worker_broker, stop_task
 from tidings.devsite import ensure_dev_files
 from tidings.embedded_redis import EmbeddedRedis
+from webhooks import keys
 from webhooks.app import create_app
 
 logger = logging.getLogger(__name__)
@@ -92,13 +94,33 @@ async def run_dev(data_dir: Path, port: int) -> None:
             print("Stopped; Redis data kept in", data_dir / "redis", flush=True)
 
 
+async def _start_polling(app: web.Application) -> asyncio.Task[None] | None:
+    """With a bot token, poll Telegram for updates (no public URL needed in development)."""
+    bot = app.get(keys.BOT)
+    if bot is None:
+        return None
+    try:
+        # Polling and a webhook exclude each other; the webhook is production's.
+        await bot.delete_webhook()
+    except TelegramAPIError as exc:
+        logger.error("Telegram bot unavailable", extra={"error": type(exc).__name__})
+        return None
+    dispatcher = app[keys.DISPATCHER]
+    return asyncio.create_task(
+        dispatcher.start_polling(bot, handle_signals=False, close_bot_session=False),
+        name="telegram polling",
+    )
+
+
 async def _serve(settings: Settings, redis_note: str) -> None:
     stop = asyncio.Event()
+    polling: asyncio.Task[None] | None = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     worker_broker, _ = build_worker_broker(settings)
     worker = asyncio.create_task(
@@ -110,10 +132,14 @@ async def _serve(settings: Settings, redis_note: str) -> None:
     try:
         site = web.TCPSite(runner, "127.0.0.1", settings.http.port)
         await site.start()
+        polling = await _start_polling(app)
         print(banner(settings, redis_note), flush=True)
         await stop.wait()
         print("Stopping…", flush=True)
     finally:
+        if polling is not None:
+            await app[keys.DISPATCHER].stop_polling()
+            await stop_task(polling)
         for task in (ticker, worker):
             await stop_task(task)
         await scheduler.shutdown()

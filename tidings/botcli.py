@@ -1,0 +1,203 @@
+"""The bot's admin actions on the command line: ``bot``, ``broadcast`` and ``stats``."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from config.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # imported lazily at run time so `tidings --help` stays fast
+    from aiogram import Bot
+    from redis.asyncio import Redis
+
+    from bot.broadcasts import Broadcast
+    from verification.keys import Keys
+
+T = TypeVar("T")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _run_with_bot(action: Callable[..., Awaitable[T]]) -> T:
+    """Run ``action(bot, settings)`` with a Bot whose session is closed afterwards."""
+    from bot.factory import create_bot
+
+    settings = _settings()
+
+    async def run() -> T:
+        try:
+            bot = create_bot(settings)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            return await action(bot, settings)
+        finally:
+            await bot.session.close()
+
+    return asyncio.run(run())
+
+
+def _run_with_redis(action: Callable[..., Awaitable[T]]) -> T:
+    """Run ``action(redis, keys, settings)`` against the configured Redis."""
+    from verification.connections import open_redis
+    from verification.keys import Keys
+
+    settings = _settings()
+
+    async def run() -> T:
+        try:
+            redis = open_redis(settings.require_redis_url())
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        try:
+            return await action(redis, Keys(settings.redis_prefix), settings)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(run())
+
+
+@click.group("bot")
+def bot_group() -> None:
+    """Point Telegram at the webhook, or look at what it has."""
+
+
+@bot_group.command("set-webhook")
+@click.option("--drop-pending", is_flag=True, help="Forget updates Telegram still holds.")
+def set_webhook(drop_pending: bool) -> None:
+    """Register ``TIDINGS_PUBLIC_URL`` + the webhook path, with the secret token."""
+    from bot.factory import create_dispatcher
+
+    async def action(bot: Bot, settings: Settings) -> str:
+        secret = settings.telegram.webhook_secret
+        if secret is None:
+            raise click.ClickException(
+                "TIDINGS_TELEGRAM__WEBHOOK_SECRET: required, so only Telegram can post updates"
+            )
+        url = settings.public_url.rstrip("/") + settings.telegram.webhook_path
+        # Only the update types the routers handle (aiogram derives them from the routers).
+        allowed = create_dispatcher(settings).resolve_used_update_types()
+        await bot.set_webhook(
+            url,
+            secret_token=secret.get_secret_value(),
+            allowed_updates=allowed,
+            drop_pending_updates=drop_pending,
+        )
+        return f"webhook set to {url} for updates: {', '.join(allowed)}"
+
+    click.echo(_run_with_bot(action))
+
+
+@bot_group.command("delete-webhook")
+@click.option("--drop-pending", is_flag=True, help="Forget updates Telegram still holds.")
+def delete_webhook(drop_pending: bool) -> None:
+    """Stop Telegram posting updates (for polling, e.g. ``tidings dev``)."""
+
+    async def action(bot: Bot, settings: Settings) -> str:
+        await bot.delete_webhook(drop_pending_updates=drop_pending)
+        return "webhook deleted"
+
+    click.echo(_run_with_bot(action))
+
+
+@bot_group.command("info")
+def info() -> None:
+    """The bot's name and Telegram's view of the webhook."""
+
+    async def action(bot: Bot, settings: Settings) -> dict[str, object]:
+        me = await bot.get_me()
+        hook = await bot.get_webhook_info()
+        return {
+            "bot": f"@{me.username}",
+            "webhook": hook.url or None,
+            "pending_updates": hook.pending_update_count,
+            "allowed_updates": hook.allowed_updates,
+            "last_error": hook.last_error_message,
+        }
+
+    for key, value in _run_with_bot(action).items():
+        click.echo(f"{key}: {value}")
+
+
+@click.group("broadcast")
+def broadcast_group() -> None:
+    """Send, list and cancel broadcasts to the bot's subscribers."""
+
+
+@broadcast_group.command("send")
+@click.argument("text")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def broadcast_send(text: str, yes: bool) -> None:
+    """Send TEXT to every subscriber (the workers do the sending)."""
+
+    async def action(redis: Redis, keys: Keys, settings: Settings) -> str:
+        from bot.broadcasts import BroadcastStore
+        from verification.reports import read_snapshot
+
+        store = BroadcastStore(redis, keys)
+        audience = (await read_snapshot(redis, keys)).subscribers
+        if not yes and not click.confirm(f"Send to {audience} subscribers?"):
+            return "not sent"
+        bid = await store.draft(created_by=0, text=text)
+        state, total = await store.start(bid)
+        # The workers' pump picks a queued broadcast up within a second.
+        return f"broadcast {bid} {state} for {total} subscribers"
+
+    click.echo(_run_with_redis(action))
+
+
+@broadcast_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def broadcast_list(as_json: bool) -> None:
+    """The latest broadcasts, newest first."""
+
+    async def action(redis: Redis, keys: Keys, settings: Settings) -> list[Broadcast]:
+        from bot.broadcasts import BroadcastStore
+
+        return list(await BroadcastStore(redis, keys).recent(20))
+
+    for b in _run_with_redis(action):
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(b)))
+        else:
+            click.echo(b.summary())
+
+
+@broadcast_group.command("cancel")
+@click.argument("broadcast_id")
+def broadcast_cancel(broadcast_id: str) -> None:
+    """Stop a broadcast midway."""
+
+    async def action(redis: Redis, keys: Keys, settings: Settings) -> str:
+        from bot.broadcasts import BroadcastStore
+
+        return await BroadcastStore(redis, keys).cancel(broadcast_id)
+
+    state = _run_with_redis(action)
+    if state != "canceled":
+        raise click.ClickException(f"broadcast {broadcast_id}: {state.replace('_', ' ')}")
+    click.echo(f"broadcast {broadcast_id} canceled")
+
+
+@click.command("stats")
+def stats() -> None:
+    """Subscribers, today's verifications, queue depth, failed deliveries."""
+
+    async def action(redis: Redis, keys: Keys, settings: Settings) -> list[str]:
+        from verification.reports import read_snapshot
+
+        return (await read_snapshot(redis, keys)).lines()
+
+    for line in _run_with_redis(action):
+        click.echo(line)
