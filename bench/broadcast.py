@@ -139,9 +139,8 @@ async def run_rate(
             b = await store.get(bid)
             if b is None or b.state in ("done", "canceled"):
                 return True
-            if paced and emulator.sent and emulator.sent[-1].at - emulator.sent[0].at >= limit:
-                return True
-            return False
+            sent = emulator.sent
+            return bool(paced and sent and sent[-1].at - sent[0].at >= limit)
 
         await wait_until(finished, limit + 120, f"the broadcast at {rate}/s")
         if paced:
@@ -196,7 +195,9 @@ async def main(args: argparse.Namespace) -> int:
         try:
             async with TelegramEmulator(require_https_webhook=False) as emulator:
                 for rate in args.rates:
-                    print(f"broadcast at {rate or 'unlimited'}/s to {args.subscribers}…", flush=True)
+                    print(
+                        f"broadcast at {rate or 'unlimited'}/s to {args.subscribers}…", flush=True
+                    )
                     result = await run_rate(rate, args, server.url, emulator, folder)
                     print(json.dumps(result), flush=True)
                     results.append(result)
@@ -205,12 +206,12 @@ async def main(args: argparse.Namespace) -> int:
     print()
     for r in results:
         line = (
-            f"{str(r['configured_rate']):>9}/s  sent {r['sent']:>6}  achieved {r['achieved_rate']:>8}/s"
+            f"{r['configured_rate']!s:>9}/s  sent {r['sent']:>6}  achieved {r['achieved_rate']:>8}/s"
             f"  dups {r['duplicates']}"
         )
         if "worst_deviation" in r:
             line += (
-                f"  10 s windows {r['window_rate_min']}–{r['window_rate_max']}/s"
+                f"  10 s windows {r['window_rate_min']} to {r['window_rate_max']}/s"
                 f" (worst {r['worst_deviation'] * 100:.2f} %, target ≤ 3 %)"
             )
         else:

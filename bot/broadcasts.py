@@ -120,6 +120,7 @@ class BroadcastStore:
                     keys.broadcast_audience(broadcast_id),
                     keys.subscribers,
                     keys.broadcasts_due,
+                    keys.mail_subscribers,
                 ],
                 args=[now_ms(), broadcast_id],
             )
@@ -160,6 +161,15 @@ class BroadcastStore:
             progress_chat=_int(raw.get("progress_chat")),
             progress_message=_int(raw.get("progress_message")),
         )
+
+    async def mail_locale(self, address: str) -> str:
+        """The language an email subscriber signed up in."""
+        locale = await self._redis.hget(f"{self._keys.mail_subscribers}:locale", address)
+        return str(locale) if locale else "en"
+
+    async def unsubscribe_mail(self, address: str) -> bool:
+        """Remove an email subscriber; True if it was subscribed."""
+        return bool(await self._redis.zrem(self._keys.mail_subscribers, address))
 
     async def take_due(self, lease_ms: int, limit: int = 20) -> list[str]:
         """Broadcasts to (re)start: new ones, and those whose worker died mid-stretch."""

@@ -302,12 +302,13 @@ def load_settings(**overrides: Any) -> Settings:
         if site.id in seen:
             raise ConfigError(f"sites: site id {site.id!r} is declared twice")
         seen.add(site.id)
-    if settings.telegram.token is not None and settings.telegram.webhook_secret is None:
-        if not settings.dev:  # development polls instead of taking a webhook
-            raise ConfigError(
-                f"{ENV_PREFIX}TELEGRAM__WEBHOOK_SECRET: required with a bot token, so that "
-                "only Telegram can post updates"
-            )
+    telegram = settings.telegram
+    # Development polls instead of taking a webhook.
+    if telegram.token is not None and telegram.webhook_secret is None and not settings.dev:
+        raise ConfigError(
+            f"{ENV_PREFIX}TELEGRAM__WEBHOOK_SECRET: required with a bot token, so that "
+            "only Telegram can post updates"
+        )
     if settings.sms.provider == "ronglian":
         ronglian = settings.sms.ronglian
         for name, value in (

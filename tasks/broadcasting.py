@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from aiogram import Bot
 from aiogram.exceptions import (
     TelegramAPIError,
-    TelegramBadRequest,
     TelegramForbiddenError,
     TelegramNetworkError,
     TelegramRetryAfter,
@@ -26,6 +25,11 @@ from aiogram.exceptions import (
 
 from bot.broadcasts import OUTCOMES, Broadcast, BroadcastStore
 from config.settings import Settings
+from tasks.delivery import backoff_seconds
+from tasks.email.rendering import EmailRenderer
+from tasks.email.senders import EmailSender
+from tasks.errors import DeliveryError
+from verification.codes import CodeHasher
 from verification.models import now_ms
 from verification.scripts import as_text
 
@@ -48,13 +52,32 @@ class _Run:
     stop: bool = False
 
 
+def _final_outcome(exc: TelegramAPIError) -> str:
+    """How a send that will not be retried counts."""
+    if isinstance(exc, TelegramForbiddenError):
+        return "blocked"  # the person blocked the bot (or deleted their account)
+    if isinstance(exc, TelegramNetworkError):
+        return "unknown"  # it may have reached Telegram: sending again could double it
+    return "failed"  # chat not found and other refusals
+
+
 class Broadcaster:
     """Runs broadcasts with the workers' ``Bot``."""
 
-    def __init__(self, settings: Settings, store: BroadcastStore, bot: Bot) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: BroadcastStore,
+        bot: Bot | None,
+        email: EmailSender,
+        renderer: EmailRenderer,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._bot = bot
+        self._email = email
+        self._renderer = renderer
+        self._hasher = CodeHasher(settings.require_secret_key())
         self._keys = store.keys
         self._scripts = store.scripts
 
@@ -120,6 +143,7 @@ class Broadcaster:
                         keys.subscribers,
                         keys.telegram_rate,
                         keys.broadcasts_due,
+                        keys.mail_subscribers,
                     ],
                     args=[now_ms(), run.token, LEASE_MS, run.interval_ms, bid],
                 )
@@ -129,24 +153,59 @@ class Broadcaster:
             if reply[0] != "send":
                 run.stop = True
                 return
-            index, chat_id, wait_ms = reply[1], int(reply[2]), int(reply[3])
-            outcome = await self._send_one(run, chat_id, wait_ms)
+            index, target, wait_ms = reply[1], reply[2], int(reply[3])
+            if target.startswith("m:"):
+                outcome = await self._send_email(run, target.removeprefix("m:"))
+            else:
+                outcome = await self._send_one(run, int(target), wait_ms)
             await self._scripts.bc_record(
                 keys=[keys.broadcast(bid), keys.broadcast_inflight(bid), keys.subscribers],
-                args=[index, chat_id, outcome],
+                args=[index, target, outcome],
             )
+
+    async def _send_email(self, run: _Run, address: str) -> str:
+        """One announcement email, with RFC 8058 one-click unsubscribe."""
+        locale = await self._store.mail_locale(address)
+        url = (
+            f"{self._settings.public_url.rstrip('/')}/unsubscribe/"
+            f"{self._hasher.unsubscribe_token(address)}"
+        )
+        text = run.broadcast.text
+        first_line = text.strip().splitlines()[0] if text.strip() else ""
+        message = self._renderer.render(
+            "broadcast",
+            locale,
+            address,
+            {"subject": first_line[:78], "text": text, "unsubscribe_url": url},
+            headers={
+                "List-Unsubscribe": f"<{url}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            },
+        )
+        for attempt in range(1, MAX_TRIES + 1):
+            try:
+                await self._email.send(message)
+                return "sent"
+            except DeliveryError as exc:
+                if not exc.retryable or attempt == MAX_TRIES:
+                    return "failed"
+                await asyncio.sleep(backoff_seconds(attempt, 1.0, 10.0))
+        return "failed"
 
     async def _send_one(self, run: _Run, chat_id: int, wait_ms: int) -> str:
         """Send to one chat at its slot; the outcome counter to add."""
         b = run.broadcast
+        bot = self._bot
+        if bot is None:
+            return "failed"  # Telegram subscribers, but no bot token any more
         for _ in range(MAX_TRIES):
             if wait_ms > 0:
                 await asyncio.sleep(wait_ms / 1000)
             try:
                 if b.kind == "copy" and b.from_chat is not None and b.message_id is not None:
-                    await self._bot.copy_message(chat_id, b.from_chat, b.message_id)
+                    await bot.copy_message(chat_id, b.from_chat, b.message_id)
                 else:
-                    await self._bot.send_message(chat_id, b.text)
+                    await bot.send_message(chat_id, b.text)
                 return "sent"
             except TelegramRetryAfter as exc:
                 # Telegram wants the whole bot to slow down: move every later slot back.
@@ -154,27 +213,16 @@ class Broadcaster:
                     "Telegram asked to slow down",
                     extra={"broadcast": b.id, "retry_after": exc.retry_after},
                 )
-                wait_ms = int(
-                    await self._scripts.bc_slot(
-                        keys=[self._keys.telegram_rate],
-                        args=[now_ms(), run.interval_ms, exc.retry_after * 1000],
-                    )
-                )
-            except TelegramForbiddenError:
-                return "blocked"
-            except TelegramBadRequest:
-                return "failed"  # chat not found, deactivated, …
+                pause_ms = exc.retry_after * 1000
             except TelegramServerError:
-                wait_ms = int(
-                    await self._scripts.bc_slot(
-                        keys=[self._keys.telegram_rate], args=[now_ms(), run.interval_ms, 1000]
-                    )
+                pause_ms = 1000
+            except TelegramAPIError as exc:
+                return _final_outcome(exc)
+            wait_ms = int(
+                await self._scripts.bc_slot(
+                    keys=[self._keys.telegram_rate], args=[now_ms(), run.interval_ms, pause_ms]
                 )
-            except TelegramNetworkError:
-                # The request may have reached Telegram: resending could deliver it twice.
-                return "unknown"
-            except TelegramAPIError:
-                return "failed"
+            )
         return "failed"
 
     async def _show_progress(self, broadcast_id: str) -> None:
@@ -196,7 +244,7 @@ class Broadcaster:
         await self._edit(b, f"Broadcast {b.id} {verb}{took}: {counts} (of {b.total}).")
 
     async def _edit(self, b: Broadcast, text: str) -> None:
-        if b.progress_chat is None or b.progress_message is None:
+        if b.progress_chat is None or b.progress_message is None or self._bot is None:
             return
         try:
             await self._bot.edit_message_text(

@@ -82,8 +82,7 @@ async def broadcast(broadcast_id: str, context: Annotated[Context, TaskiqDepends
     """Send the next stretch of a broadcast; queue the stretch after it if one is left."""
     broadcaster = _resources(context).broadcaster
     if broadcaster is None:
-        logger.error("a broadcast reached a worker without a Telegram bot token")
-        return "no bot"
+        return "worker not ready"
     outcome = await broadcaster.run(broadcast_id)
     if outcome == "continues":
         await context.broker.find_task(BROADCAST).kiq(broadcast_id)  # type: ignore[union-attr]
@@ -271,8 +270,10 @@ def attach_worker(
         )
         if settings.telegram.token is not None:
             resources.bot = create_bot(settings)
-            resources.broadcasts = BroadcastStore(redis, keys)
-            resources.broadcaster = Broadcaster(settings, resources.broadcasts, resources.bot)
+        resources.broadcasts = BroadcastStore(redis, keys)
+        resources.broadcaster = Broadcaster(
+            settings, resources.broadcasts, resources.bot, deliverer.email, deliverer.renderer
+        )
         resources.pump = asyncio.create_task(_maintain(resources, tasks, settings), name="pump")
         state.tidings = resources
         if own_signals:

@@ -69,6 +69,7 @@ class CodeHasher:
         self._index_key = _subkey(master_key, "index")
         self._link_key = _subkey(master_key, "link")
         self._start_key = _subkey(master_key, "telegram-start")
+        self._unsubscribe_key = _subkey(master_key, "unsubscribe")
 
     def code(self, verification_id: str, code: str) -> str:
         """Hash of ``code`` bound to one verification."""
@@ -99,6 +100,22 @@ class CodeHasher:
             return None
         expected = self.start_payload(f"ver_{head}")
         return f"ver_{head}" if hmac.compare_digest(expected, payload) else None
+
+    def unsubscribe_token(self, address: str) -> str:
+        """The token in an email's List-Unsubscribe URL: the address and a MAC over it."""
+        encoded = base64.urlsafe_b64encode(address.encode()).decode().rstrip("=")
+        mac = hmac.new(self._unsubscribe_key, address.encode(), hashlib.sha256).digest()
+        return f"{encoded}.{base64.urlsafe_b64encode(mac).decode()[:22]}"
+
+    def unsubscribed_address(self, token: str) -> str | None:
+        """The address an unsubscribe token was made for, or None if it is not ours."""
+        encoded, _, _ = token.partition(".")
+        try:
+            address = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        expected = self.unsubscribe_token(address)
+        return address if hmac.compare_digest(expected, token) else None
 
     def index(self, value: str) -> str:
         """Opaque, stable digest of an address or user id for use in key names."""

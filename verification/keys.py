@@ -57,6 +57,11 @@ class Keys:
         """Sorted set of subscribed Telegram chat ids, scored by when they subscribed."""
         return f"{self.prefix}:tg:subs"
 
+    @property
+    def mail_subscribers(self) -> str:
+        """Sorted set of verified addresses that opted in to email announcements."""
+        return f"{self.prefix}:mail:subs"
+
     def chat(self, chat_id: int) -> str:
         """Hash of one Telegram chat: user id, chosen language."""
         return f"{self.prefix}:tg:chat:{chat_id}"

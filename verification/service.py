@@ -53,6 +53,7 @@ class Signup:
     locale: str | None = None
     remind_after: int | None = None
     metadata: dict[str, Any] | None = None
+    subscribe: bool = False  # email announcements, once the address is verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +223,7 @@ class VerificationService:
             "expires_at": str(expires_at),
             "last_send_at": str(now),
             "metadata": json.dumps(signup.metadata),
+            "subscribe": "1" if signup.subscribe else "",
             "remind_after": str(signup.remind_after or ""),
         }
         delivery: dict[str, str] = {}
@@ -321,6 +323,10 @@ class VerificationService:
             deliveries = [d for d in await pipe.execute() if d]
         return verification_resource(v, deliveries, now_ms(), self.telegram_link(v))
 
+    def unsubscribed_address(self, token: str) -> str | None:
+        """The email address an unsubscribe link was made for (None if forged)."""
+        return self._hasher.unsubscribed_address(token)
+
     def telegram_link(self, v: dict[str, str]) -> str | None:
         """``https://t.me/<bot>?start=<payload>`` for a Telegram verification."""
         username = self.bot_username
@@ -375,6 +381,7 @@ class VerificationService:
                     keys.stats,
                     keys.event(vid),
                     keys.events_due,
+                    keys.mail_subscribers,
                 ],
                 args=[now_ms(), site.id, self._hasher.code(vid, code), vid],
             )
@@ -402,6 +409,7 @@ class VerificationService:
                     keys.stats,
                     keys.event(vid),
                     keys.events_due,
+                    keys.mail_subscribers,
                 ],
                 args=[now_ms(), self._hasher.link(parsed), vid, "use" if use else "peek"],
             )

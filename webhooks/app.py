@@ -42,6 +42,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[keys.BROKER] = broker
     service = VerificationService(redis, settings, TaskiqDeliveryQueue(broker, tasks))
     app[keys.SERVICE] = service
+    app[keys.BROADCASTS] = BroadcastStore(redis, app[keys.REDIS_KEYS])
     bot = app.get(keys.BOT)
     if bot is not None:
         await _start_bot(app, bot, service, redis, tasks)
@@ -71,7 +72,7 @@ async def _start_bot(
         redis=redis,
         keys=redis_keys,
         subscribers=Subscribers(redis, redis_keys),
-        broadcasts=BroadcastStore(redis, redis_keys),
+        broadcasts=app[keys.BROADCASTS],
         kick_broadcast=tasks.broadcast.kiq,
     )
     if not service.bot_username:

@@ -106,6 +106,7 @@ async def receive(request: web.Request) -> web.Response:
                 locale=normalise_locale(data.locale, site.default_locale),
                 remind_after=data.remind_after,
                 metadata=data.metadata,
+                subscribe=data.subscribe,
             )
             created = await service.create(site, webhook_id, signup)
         except ChannelUnavailable as exc:

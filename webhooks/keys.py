@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from taskiq import AsyncBroker
 
+from bot.broadcasts import BroadcastStore
 from config.settings import Settings
 from verification.keys import Keys
 from verification.service import VerificationService
@@ -22,5 +23,6 @@ SITES = web.AppKey("sites", SiteRegistry)
 REDIS_KEYS = web.AppKey("redis_keys", Keys)
 METRICS = web.AppKey("metrics", HttpMetrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+BROADCASTS = web.AppKey("broadcasts", BroadcastStore)
 BOT = web.AppKey("bot", Bot)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -77,6 +77,16 @@ _PAGES: dict[str, dict[str, Any]] = {
         ),
         "zh": ("此链接无效", "它可能已被新的链接取代，请使用最新邮件中的链接。"),
     },
+    "unsubscribe": {
+        "status": 200,
+        "en": ("Unsubscribe", "Stop receiving announcements by email at this address?"),
+        "zh": ("退订", "确定不再通过此邮箱接收通知吗？"),
+    },
+    "unsubscribed": {
+        "status": 200,
+        "en": ("You are unsubscribed", "This address will not receive announcements any more."),
+        "zh": ("已退订", "此邮箱将不再收到通知。"),
+    },
     "limited": {
         "status": 429,
         "en": ("Too many attempts", "Please wait a minute and try again."),
@@ -92,6 +102,7 @@ _PAGES: dict[str, dict[str, Any]] = {
     },
 }
 _BUTTON = {"en": "Confirm", "zh": "确认"}
+_UNSUBSCRIBE_BUTTON = {"en": "Unsubscribe", "zh": "退订"}
 _CONTINUE = {"en": "Continue to {site}", "zh": "返回{site}"}
 # No caching (the answer changes once used), no referrer (the URL holds the token), no
 # framing (a framed button could be clicked by trickery), no indexing.
@@ -126,7 +137,13 @@ async def _within_limit(request: web.Request) -> bool:
 
 
 def _page(
-    request: web.Request, state: str, locale: str, site: SiteConfig | None, *, form: bool = False
+    request: web.Request,
+    state: str,
+    locale: str,
+    site: SiteConfig | None,
+    *,
+    form: bool = False,
+    button: dict[str, str] = _BUTTON,
 ) -> web.Response:
     kind = state if state in _PAGES else "closed"
     lang = locale or normalise_locale(request.headers.get("Accept-Language", "").split(",")[0])
@@ -138,7 +155,7 @@ def _page(
         lang="zh-CN" if lang == "zh" else "en",
         title=title,
         text=text.format(site=name),
-        button=_BUTTON[lang] if form else None,
+        button=button[lang] if form else None,
         continue_url=continue_url,
         continue_text=_CONTINUE[lang].format(site=name),
     )
@@ -187,3 +204,29 @@ async def show_link(request: web.Request) -> web.Response:
 async def use_link(request: web.Request) -> web.Response:
     """Approve the verification the link belongs to, then go back to the site."""
     return await _link(request, use=True)
+
+
+async def _unsubscribe(request: web.Request, *, use: bool) -> web.Response:
+    address = request.app[keys.SERVICE].unsubscribed_address(request.match_info["token"])
+    if address is None:
+        return _page(request, "invalid", "", None)
+    if not use:
+        return _page(request, "unsubscribe", "", None, form=True, button=_UNSUBSCRIBE_BUTTON)
+    try:
+        await request.app[keys.BROADCASTS].unsubscribe_mail(address)
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        return _page(request, "unavailable", "", None)
+    logger.info("email subscriber unsubscribed")
+    return _page(request, "unsubscribed", "", None)
+
+
+@routes.get("/unsubscribe/{token}")
+async def show_unsubscribe(request: web.Request) -> web.Response:
+    """Ask before unsubscribing (a GET may be a mail scanner)."""
+    return await _unsubscribe(request, use=False)
+
+
+@routes.post("/unsubscribe/{token}")
+async def use_unsubscribe(request: web.Request) -> web.Response:
+    """Unsubscribe: the page's button, or a mail client's RFC 8058 one-click POST."""
+    return await _unsubscribe(request, use=True)

@@ -256,6 +256,38 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {"200": {"description": "text"}},
                 }
             },
+            "/telegram/webhook": {
+                "post": {
+                    "summary": "Telegram Bot API updates (only with a bot token and secret)",
+                    "description": "Telegram posts updates here with the "
+                    "`X-Telegram-Bot-Api-Secret-Token` header; the path is "
+                    "`TIDINGS_TELEGRAM__WEBHOOK_PATH`. A failed handler answers 500 so that "
+                    "Telegram delivers the update again.",
+                    "responses": {
+                        "200": {"description": "handled"},
+                        "401": {"description": "wrong or missing secret token"},
+                        "500": {"description": "a handler failed; Telegram retries"},
+                    },
+                }
+            },
+            "/unsubscribe/{token}": {
+                "get": {
+                    "parameters": [_TOKEN],
+                    "summary": "Email announcements: an unsubscribe page (changes nothing)",
+                    "responses": {
+                        "200": {"description": "page"},
+                        "404": {"description": "bad link"},
+                    },
+                },
+                "post": {
+                    "parameters": [_TOKEN],
+                    "summary": "Email announcements: unsubscribe (RFC 8058 one-click)",
+                    "responses": {
+                        "200": {"description": "unsubscribed"},
+                        "404": {"description": "bad link"},
+                    },
+                },
+            },
             "/v/{token}": {
                 "get": {
                     "parameters": [_TOKEN],

@@ -68,6 +68,8 @@ class SignupCreated(BaseModel):
     locale: Annotated[str, Field(max_length=35)] | None = None
     remind_after: Annotated[int, Field(ge=60, le=30 * 86_400)] | None = None
     metadata: dict[str, Any] | None = None
+    # Opt in to the site's email announcements (broadcasts) once the address is verified.
+    subscribe: bool = False
 
     @field_validator("email")
     @classmethod

@@ -75,3 +75,19 @@ local function settle_expiry(vkey, v, now, expiring_key, stats_key, vid, ekey, e
     v.status = 'expired'
   end
 end
+
+-- Approve a pending verification (a matching code, a used link, a confirmation in
+-- Telegram). An email address it proved joins the email announcements when the signup
+-- opted in (``subscribe``) and ``mail_subs`` is given.
+local function approve(vkey, v, now, expiring_key, stats_key, vid, ekey, edue, how, mail_subs)
+  redis.call('HSET', vkey, 'status', 'approved', 'approved_by', how, 'updated_at', now)
+  redis.call('HDEL', vkey, 'code_hash')
+  redis.call('ZREM', expiring_key, vid)
+  count_verification(stats_key, now, 'approved')
+  emit_event(ekey, edue, now, vid, v, 'approved')
+  if mail_subs and v.subscribe == '1' and (v.channel == 'email' or v.channel == 'link')
+      and v.email and v.email ~= '' then
+    redis.call('ZADD', mail_subs, 'NX', now, v.email)
+    redis.call('HSET', mail_subs .. ':locale', v.email, v.locale or 'en')
+  end
+end

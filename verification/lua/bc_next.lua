@@ -1,6 +1,7 @@
 -- The next person a broadcast goes to, and when (a send slot on the bot-wide schedule).
 -- Chats that unsubscribed since the broadcast started are skipped.
--- KEYS: 1 broadcast, 2 audience, 3 in-flight hash, 4 subscribers, 5 send schedule, 6 due set
+-- KEYS: 1 broadcast, 2 audience, 3 in-flight hash, 4 subscribers, 5 send schedule, 6 due set,
+--       7 email subscribers
 -- ARGV: 1 now_ms, 2 lease token, 3 lease_ms, 4 ms between sends (0: no limit), 5 broadcast id
 -- Reply: {'send', index, chat id, wait ms} | {'end'} | {'canceled'} | {'lost'}
 local now = tonumber(ARGV[1])
@@ -20,7 +21,13 @@ for _ = 1, 1000 do
     return {'end'}
   end
   local chat = redis.call('LINDEX', KEYS[2], index)
-  if redis.call('ZSCORE', KEYS[4], chat) then
+  if string.sub(chat, 1, 2) == 'm:' then
+    -- Email: its own pace (the SMTP pool), not Telegram's schedule.
+    if redis.call('ZSCORE', KEYS[7], string.sub(chat, 3)) then
+      redis.call('HSET', KEYS[3], index, chat)
+      return {'send', tostring(index), chat, '0'}
+    end
+  elseif redis.call('ZSCORE', KEYS[4], chat) then
     redis.call('HSET', KEYS[3], index, chat)
     local interval = tonumber(ARGV[4])
     local next_free = tonumber(redis.call('GET', KEYS[5]) or '0')

@@ -1,7 +1,8 @@
 -- Look at ('peek') or use ('use') a magic link. Using it approves the verification, like a
 -- matching code, atomically. The link hash stays after use so a second click can be told
 -- "already used" rather than "invalid"; a resend replaces it, so older links stop working.
--- KEYS: 1 verification, 2 expiring set, 3 stats, 4 event, 5 events due set
+-- KEYS: 1 verification, 2 expiring set, 3 stats, 4 event, 5 events due set,
+--       6 email subscribers
 -- ARGV: 1 now_ms, 2 presented link hash, 3 verification id, 4 mode (peek|use)
 -- Reply: {state, site, locale}; state is pending | approved (this call approved it) |
 -- used (approved before, by a link or a code) | invalid | not_found | the verification's
@@ -14,9 +15,5 @@ settle_expiry(KEYS[1], v, now, KEYS[2], KEYS[3], ARGV[3], KEYS[4], KEYS[5])
 if v.status == 'approved' then return {'used', v.site, v.locale} end
 if v.status ~= 'pending' then return {v.status, v.site, v.locale} end
 if ARGV[4] ~= 'use' then return {'pending', v.site, v.locale} end
-redis.call('HSET', KEYS[1], 'status', 'approved', 'approved_by', 'link', 'updated_at', now)
-redis.call('HDEL', KEYS[1], 'code_hash')
-redis.call('ZREM', KEYS[2], ARGV[3])
-count_verification(KEYS[3], now, 'approved')
-emit_event(KEYS[4], KEYS[5], now, ARGV[3], v, 'approved')
+approve(KEYS[1], v, now, KEYS[2], KEYS[3], ARGV[3], KEYS[4], KEYS[5], 'link', KEYS[6])
 return {'approved', v.site, v.locale}

@@ -25,12 +25,7 @@ if action == 'approve' and ARGV[6] == 'contact' and (v.phone == nil or v.phone ~
   return {'phone_mismatch', v.site, v.locale, ''}
 end
 if action == 'approve' then
-  redis.call('HSET', KEYS[1], 'status', 'approved', 'approved_by', 'telegram_' .. ARGV[6],
-    'updated_at', now)
-  redis.call('HDEL', KEYS[1], 'code_hash')
-  redis.call('ZREM', KEYS[2], ARGV[2])
-  count_verification(KEYS[3], now, 'approved')
-  emit_event(KEYS[4], KEYS[5], now, ARGV[2], v, 'approved')
+  approve(KEYS[1], v, now, KEYS[2], KEYS[3], ARGV[2], KEYS[4], KEYS[5], 'telegram_' .. ARGV[6])
   return {'approved', v.site, v.locale, phone}
 end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'updated_at', now)
