@@ -173,8 +173,12 @@ async def contact(
         # A forwarded or picked contact of someone else proves nothing about this person.
         await message.answer(text("not_own_contact", lang))
         return
+    # Telegram gives the account's number in international form, often without the "+".
+    raw = shared.phone_number.strip()
+    if raw[:1].isdigit():
+        raw = "+" + raw
     try:
-        phone = normalise_phone(shared.phone_number, settings.sms.default_region)
+        phone = normalise_phone(raw, settings.sms.default_region)
     except ValueError:
         await message.answer(text("phone_mismatch", lang))
         return
