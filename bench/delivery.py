@@ -394,7 +394,9 @@ def code_emails(n: int, tag: str, distinct: int = 100) -> list[tuple[str, bytes]
     bases = []
     for _ in range(min(n, distinct)):
         code = f"{secrets.randbelow(10**6):06d}"
-        context = {"site_name": SITE_NAME, "code": code, "minutes": 10}
+        # Tidings' link: public URL + /v/ + 32 hex + "." + 32 urlsafe characters.
+        link = f"http://localhost:8080/v/{secrets.token_hex(16)}.{secrets.token_urlsafe(24)}"
+        context = {"site_name": SITE_NAME, "code": code, "minutes": 10, "link_url": link}
         message = renderer.render("code", "en-GB", placeholder, context)
         bases.append(message.raw)
     header = f"\r\nTo: {placeholder}\r\n".encode()

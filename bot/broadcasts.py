@@ -138,7 +138,7 @@ class BroadcastStore:
                 args=[now_ms(), broadcast_id],
             )
         )
-        return reply[0] if reply[0] != "refused" else reply[1]
+        return "canceled" if reply[0] == "canceled" else reply[-1]
 
     async def get(self, broadcast_id: str) -> Broadcast | None:
         """The broadcast, or None."""
@@ -161,6 +161,11 @@ class BroadcastStore:
             progress_chat=_int(raw.get("progress_chat")),
             progress_message=_int(raw.get("progress_message")),
         )
+
+    async def paused_until(self) -> int:
+        """Until when (ms) Telegram asked the bot to pause, or 0."""
+        value = await self._redis.get(self._keys.telegram_pause)
+        return int(value) if value else 0
 
     async def mail_locale(self, address: str) -> str:
         """The language an email subscriber signed up in."""

@@ -198,9 +198,15 @@ class Broadcaster:
         bot = self._bot
         if bot is None:
             return "failed"  # Telegram subscribers, but no bot token any more
-        for _ in range(MAX_TRIES):
+        tries = 0
+        while tries < MAX_TRIES:
             if wait_ms > 0:
                 await asyncio.sleep(wait_ms / 1000)
+            if await self._store.paused_until() > now_ms():
+                # Telegram said retry_after after this slot was handed out: a new slot.
+                wait_ms = await self._slot(run, 0)
+                continue
+            tries += 1
             try:
                 if b.kind == "copy" and b.from_chat is not None and b.message_id is not None:
                     await bot.copy_message(chat_id, b.from_chat, b.message_id)
@@ -218,12 +224,15 @@ class Broadcaster:
                 pause_ms = 1000
             except TelegramAPIError as exc:
                 return _final_outcome(exc)
-            wait_ms = int(
-                await self._scripts.bc_slot(
-                    keys=[self._keys.telegram_rate], args=[now_ms(), run.interval_ms, pause_ms]
-                )
-            )
+            wait_ms = await self._slot(run, pause_ms)
         return "failed"
+
+    async def _slot(self, run: _Run, pause_ms: int) -> int:
+        """Milliseconds until this sender's next slot; ``pause_ms`` pauses the whole bot."""
+        keys = [self._keys.telegram_rate, self._keys.telegram_pause]
+        return int(
+            await self._scripts.bc_slot(keys=keys, args=[now_ms(), run.interval_ms, pause_ms])
+        )
 
     async def _show_progress(self, broadcast_id: str) -> None:
         while True:

@@ -227,6 +227,7 @@ async def start_worker() -> AsyncIterator[Callable[[Settings], Awaitable[None]]]
 
     yield start
     for task, broker in reversed(running):
+        broker.stop_listening()  # a blocked stream read may swallow the cancel on 3.11
         await stop_task(task)
         await broker.shutdown()
 

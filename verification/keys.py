@@ -97,6 +97,11 @@ class Keys:
         """The bot-wide send schedule (GCRA theoretical arrival time, ms)."""
         return f"{self.prefix}:tg:rate"
 
+    @property
+    def telegram_pause(self) -> str:
+        """Until when Telegram asked the bot to send nothing (its retry_after), ms."""
+        return f"{self.prefix}:tg:pause"
+
     def event(self, verification_id: str) -> str:
         """Hash of the outbound event of a verification's final status change."""
         return f"{self.prefix}:e:{event_id(verification_id)}"

@@ -24,7 +24,9 @@ logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _env = Environment(
-    loader=PackageLoader("webhooks", "templates"), autoescape=select_autoescape(default=True)
+    loader=PackageLoader("webhooks", "templates"),
+    autoescape=select_autoescape(default=True),
+    auto_reload=False,
 )
 
 # What each state says, per language. ``status`` is the page's HTTP status.

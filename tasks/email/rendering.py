@@ -46,6 +46,8 @@ class EmailRenderer:
             loader=PackageLoader("tasks.email", "templates"),
             autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
             undefined=StrictUndefined,
+            # Templates ship with the code: no stat() of the file on every render.
+            auto_reload=False,
             keep_trailing_newline=True,
         )
         _, _, domain = settings.from_address.rpartition("@")

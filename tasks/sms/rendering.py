@@ -20,6 +20,8 @@ class SmsRenderer:
         self._env = Environment(
             loader=PackageLoader("tasks.sms", "templates"),
             undefined=StrictUndefined,
+            # Templates ship with the code: no stat() of the file on every render.
+            auto_reload=False,
             autoescape=False,  # noqa: S701 - plain text for a phone, not HTML
             trim_blocks=True,
         )
