@@ -17,6 +17,9 @@ OUTCOMES = ("sent", "blocked", "failed", "unknown", "skipped")
 #: States in which a broadcast may still send.
 ACTIVE = ("queued", "running")
 _KEEP_MS = 30 * 86_400_000
+#: A worker sends one stretch of a broadcast under a lease, then the next task goes on.
+STRETCH_SECONDS = 20.0
+LEASE_MS = 30_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +134,16 @@ class BroadcastStore:
         return reply[-1], 0
 
     async def cancel(self, broadcast_id: str) -> str:
-        """``canceled``, ``not_found``, or the state that cannot be canceled."""
+        """``canceled`` (now), ``not_found``, or ``already_<state>`` (done, canceled)."""
         reply = as_text(
             await self.scripts.bc_cancel(
                 keys=[self._keys.broadcast(broadcast_id), self._keys.broadcasts_due],
                 args=[now_ms(), broadcast_id],
             )
         )
-        return "canceled" if reply[0] == "canceled" else reply[-1]
+        if reply[0] == "refused":
+            return f"already_{reply[1]}"
+        return reply[0]
 
     async def get(self, broadcast_id: str) -> Broadcast | None:
         """The broadcast, or None."""

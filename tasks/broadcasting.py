@@ -13,17 +13,9 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from aiogram import Bot
-from aiogram.exceptions import (
-    TelegramAPIError,
-    TelegramForbiddenError,
-    TelegramNetworkError,
-    TelegramRetryAfter,
-    TelegramServerError,
-)
-
-from bot.broadcasts import OUTCOMES, Broadcast, BroadcastStore
+from bot.broadcasts import LEASE_MS, OUTCOMES, STRETCH_SECONDS, Broadcast, BroadcastStore
 from config.settings import Settings
 from tasks.delivery import backoff_seconds
 from tasks.email.rendering import EmailRenderer
@@ -33,10 +25,13 @@ from verification.codes import CodeHasher
 from verification.models import now_ms
 from verification.scripts import as_text
 
+if TYPE_CHECKING:  # aiogram takes seconds to import: only processes with a bot load it
+    from aiogram import Bot
+    from aiogram.exceptions import TelegramAPIError
+
 logger = logging.getLogger(__name__)
 
-STRETCH_SECONDS = 20.0
-LEASE_MS = 30_000
+__all__ = ["LEASE_MS", "STRETCH_SECONDS", "Broadcaster"]
 PROGRESS_EVERY_SECONDS = 2.0
 MAX_TRIES = 5
 # Sends in flight at once; the schedule, not this, sets the pace.
@@ -54,6 +49,8 @@ class _Run:
 
 def _final_outcome(exc: TelegramAPIError) -> str:
     """How a send that will not be retried counts."""
+    from aiogram.exceptions import TelegramForbiddenError, TelegramNetworkError
+
     if isinstance(exc, TelegramForbiddenError):
         return "blocked"  # the person blocked the bot (or deleted their account)
     if isinstance(exc, TelegramNetworkError):
@@ -194,6 +191,8 @@ class Broadcaster:
 
     async def _send_one(self, run: _Run, chat_id: int, wait_ms: int) -> str:
         """Send to one chat at its slot; the outcome counter to add."""
+        from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter, TelegramServerError
+
         b = run.broadcast
         bot = self._bot
         if bot is None:
@@ -253,6 +252,8 @@ class Broadcaster:
         await self._edit(b, f"Broadcast {b.id} {verb}{took}: {counts} (of {b.total}).")
 
     async def _edit(self, b: Broadcast, text: str) -> None:
+        from aiogram.exceptions import TelegramAPIError
+
         if b.progress_chat is None or b.progress_message is None or self._bot is None:
             return
         try:

@@ -7,10 +7,9 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from aiogram import Bot
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, TaskiqEvents
@@ -20,11 +19,10 @@ from taskiq.result import TaskiqResult
 from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
 
-from bot.broadcasts import BroadcastStore
-from bot.factory import create_bot
+from bot.broadcasts import LEASE_MS, STRETCH_SECONDS, BroadcastStore
 from config.logging import setup_logging, task_id_var
 from config.settings import Settings, load_settings
-from tasks.broadcasting import LEASE_MS, STRETCH_SECONDS, Broadcaster
+from tasks.broadcasting import Broadcaster
 from tasks.broker import TidingsStreamBroker, build_broker
 from tasks.callbacks import EventSender
 from tasks.delivery import Deliverer
@@ -38,6 +36,9 @@ from verification.connections import open_redis
 from verification.deliveries import DeliveryStore
 from verification.events import EventStore
 from verification.keys import Keys
+
+if TYPE_CHECKING:  # aiogram takes seconds to import: only processes with a bot load it
+    from aiogram import Bot
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +273,8 @@ def attach_worker(
             redis=redis, deliverer=deliverer, recovery=recovery, events=events, http=http
         )
         if settings.telegram.token is not None:
+            from bot.factory import create_bot  # aiogram only where a bot is configured
+
             resources.bot = create_bot(settings)
         resources.broadcasts = BroadcastStore(redis, keys)
         resources.broadcaster = Broadcaster(

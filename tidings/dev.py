@@ -8,7 +8,6 @@ import os
 import signal
 from pathlib import Path
 
-from aiogram.exceptions import TelegramAPIError
 from aiohttp import web
 from taskiq.api import run_receiver_task, run_scheduler_task
 
@@ -99,6 +98,8 @@ async def _start_polling(app: web.Application) -> asyncio.Task[None] | None:
     bot = app.get(keys.BOT)
     if bot is None:
         return None
+    from aiogram.exceptions import TelegramAPIError
+
     try:
         # Polling and a webhook exclude each other; the webhook is production's.
         await bot.delete_webhook()

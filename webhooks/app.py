@@ -5,16 +5,13 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from bot.broadcasts import BroadcastStore
-from bot.factory import create_bot, create_dispatcher
 from bot.subscribers import Subscribers
 from config.settings import Settings
 from tasks.broker import build_broker
@@ -27,6 +24,9 @@ from webhooks.metrics import HttpMetrics, RedisSnapshotCollector
 from webhooks.middleware import request_middleware
 from webhooks.problems import problem_middleware
 from webhooks.registry import SiteRegistry
+
+if TYPE_CHECKING:  # aiogram takes seconds to import: only apps with a bot load it
+    from aiogram import Bot
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ async def _start_bot(
     app: web.Application, bot: Bot, service: VerificationService, redis: Redis, tasks: Tasks
 ) -> None:
     """Give the bot's handlers their services, and learn the bot's username if unset."""
+    from aiogram.exceptions import TelegramAPIError
+
     settings = app[keys.SETTINGS]
     redis_keys = app[keys.REDIS_KEYS]
     dispatcher = app[keys.DISPATCHER]
@@ -121,6 +123,10 @@ def create_app(settings: Settings) -> web.Application:
 
 def _mount_bot(app: web.Application, settings: Settings) -> None:
     """The Telegram webhook (when a secret is set; dev may poll instead)."""
+    from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+
+    from bot.factory import create_bot, create_dispatcher
+
     bot = create_bot(settings)
     dispatcher = create_dispatcher(settings)
     app[keys.BOT] = bot

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aiogram import Bot, Dispatcher
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
@@ -15,6 +16,9 @@ from verification.service import VerificationService
 from webhooks.metrics import HttpMetrics
 from webhooks.registry import SiteRegistry
 
+if TYPE_CHECKING:
+    from aiogram import Bot, Dispatcher
+
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
 BROKER = web.AppKey("broker", AsyncBroker)
@@ -24,5 +28,6 @@ REDIS_KEYS = web.AppKey("redis_keys", Keys)
 METRICS = web.AppKey("metrics", HttpMetrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 BROADCASTS = web.AppKey("broadcasts", BroadcastStore)
-BOT = web.AppKey("bot", Bot)
-DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+# Typed for the checker only: aiogram is imported where a bot is configured.
+BOT: web.AppKey[Bot] = web.AppKey("bot")
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("dispatcher")

@@ -75,7 +75,7 @@ async def decide(
     if choice == "no":
         state = await broadcasts.cancel(bid)
         if message is not None:
-            await message.edit_text(f"Broadcast {bid}: {state}.")
+            await message.edit_text(f"Broadcast {bid}: {state.replace('_', ' ')}.")
         return
     state, total = await broadcasts.start(bid)
     if state != "queued":
@@ -106,7 +106,7 @@ async def cancel(message: Message, command: CommandObject, broadcasts: Broadcast
         "canceled": f"Broadcast {bid} canceled.",
         "not_found": f"No broadcast {bid}.",
     }
-    await message.answer(answers.get(state, f"Broadcast {bid} is already {state}."))
+    await message.answer(answers.get(state, f"Broadcast {bid} is {state.replace('_', ' ')}."))
 
 
 async def stats(message: Message, redis: Redis, keys: Keys) -> None:
