@@ -28,6 +28,7 @@ from tasks.callbacks import EventSender
 from tasks.delivery import Deliverer
 from tasks.email.rendering import EmailRenderer
 from tasks.email.senders import EmailSender, OutboxSender, SmtpSender
+from tasks.outbox import DevOutbox
 from tasks.recovery import Recovery, stop_on_signals
 from tasks.sms.base import SmsSender
 from tasks.sms.console import ConsoleSmsSender
@@ -197,10 +198,14 @@ async def stop_task(task: asyncio.Task[Any], *, timeout: float = 10.0) -> None:
         logger.warning("task ended with an error", extra={"task": task.get_name()}, exc_info=exc)
 
 
+def _dev_outbox(settings: Settings, redis: Redis) -> DevOutbox:
+    return DevOutbox(redis, Keys(settings.redis_prefix).outbox, echo=settings.dev)
+
+
 def build_email_sender(settings: Settings, redis: Redis) -> EmailSender:
     """The configured email provider."""
     if settings.email.backend == "outbox":
-        return OutboxSender(redis, Keys(settings.redis_prefix).outbox, echo=settings.dev)
+        return OutboxSender(_dev_outbox(settings, redis))
     return SmtpSender(settings.email)
 
 
@@ -208,7 +213,7 @@ def build_sms_sender(settings: Settings, redis: Redis) -> SmsSender | None:
     """The configured SMS provider, or None when the sms channel is off."""
     provider = settings.sms.provider
     if provider == "console":
-        return ConsoleSmsSender(redis, Keys(settings.redis_prefix).outbox, echo=settings.dev)
+        return ConsoleSmsSender(_dev_outbox(settings, redis))
     if provider == "ronglian":
         return RonglianSender(settings.sms.ronglian)
     return None

@@ -160,6 +160,11 @@ class VerificationService:
         if channel not in self._settings.deliverable_channels:
             raise ChannelUnavailable(f"channel {channel.value!r} is not available here")
 
+    def _status_keys(self, vid: str) -> list[str]:
+        """The keys every status change touches: verification, expiry index, stats, event."""
+        keys = self._keys
+        return [keys.verification(vid), keys.expiring, keys.stats, keys.event(vid), keys.events_due]
+
     def _prefix_limit(self, channel: Channel, destination: str, hour: int) -> tuple[str, int, int]:
         """Key, limit and TTL of the anti-pumping counter (limit 0: not counted)."""
         sms = self._settings.sms
@@ -355,16 +360,9 @@ class VerificationService:
                 return TelegramAnswer("not_found", "", "", "", "")
         else:
             vid = payload_or_id
-        keys = self._keys
         reply = as_text(
             await self._scripts.telegram(
-                keys=[
-                    keys.verification(vid),
-                    keys.expiring,
-                    keys.stats,
-                    keys.event(vid),
-                    keys.events_due,
-                ],
+                keys=self._status_keys(vid),
                 args=[now_ms(), vid, action, user_id, chat_id, how, phone],
             )
         )
@@ -375,14 +373,7 @@ class VerificationService:
         keys = self._keys
         reply = as_text(
             await self._scripts.check(
-                keys=[
-                    keys.verification(vid),
-                    keys.expiring,
-                    keys.stats,
-                    keys.event(vid),
-                    keys.events_due,
-                    keys.mail_subscribers,
-                ],
+                keys=[*self._status_keys(vid), keys.mail_subscribers],
                 args=[now_ms(), site.id, self._hasher.code(vid, code), vid],
             )
         )
@@ -403,14 +394,7 @@ class VerificationService:
         keys = self._keys
         reply = as_text(
             await self._scripts.link(
-                keys=[
-                    keys.verification(vid),
-                    keys.expiring,
-                    keys.stats,
-                    keys.event(vid),
-                    keys.events_due,
-                    keys.mail_subscribers,
-                ],
+                keys=[*self._status_keys(vid), keys.mail_subscribers],
                 args=[now_ms(), self._hasher.link(parsed), vid, "use" if use else "peek"],
             )
         )
@@ -483,16 +467,9 @@ class VerificationService:
 
     async def _cancel(self, site_id: str, vid: str) -> list[str]:
         """``['canceled']``, ``['not_found']`` or ``['inactive', <status>]``."""
-        keys = self._keys
         return as_text(
             await self._scripts.cancel(
-                keys=[
-                    keys.verification(vid),
-                    keys.expiring,
-                    keys.stats,
-                    keys.event(vid),
-                    keys.events_due,
-                ],
+                keys=self._status_keys(vid),
                 args=[now_ms(), site_id, vid],
             )
         )

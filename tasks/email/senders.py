@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Protocol
 
 import aiosmtplib
-from redis.asyncio import Redis
 
 from config.settings import EmailSettings
 from tasks.email.rendering import RenderedEmail
 from tasks.errors import DeliveryError
-from verification.models import now_ms
+from tasks.outbox import DevOutbox
 
 logger = logging.getLogger(__name__)
 
@@ -111,38 +109,24 @@ class SmtpSender:
 
 
 class OutboxSender:
-    """Development provider: keeps messages in Redis for ``/dev/outbox`` and prints them."""
+    """Development provider: keeps messages in the dev outbox instead of sending them."""
 
-    def __init__(self, redis: Redis, key: str, *, echo: bool = True, keep: int = 200) -> None:
-        self._redis = redis
-        self._key = key
-        self._echo = echo
-        self._keep = keep
+    def __init__(self, outbox: DevOutbox) -> None:
+        self._outbox = outbox
 
     async def send(self, message: RenderedEmail) -> None:
-        """Store ``message`` (text and HTML parts) in the outbox list."""
-        text = message.text
+        """Store ``message`` (text and HTML parts) in the outbox."""
         entry = {
             "kind": "email",
             "id": message.message_id,
             "to": message.to,
             "from": message.envelope_from,
             "subject": message.subject,
-            "text": text,
+            "text": message.text,
             "html": message.html,
-            "at": now_ms(),
         }
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(self._key, json.dumps(entry, ensure_ascii=False))
-            pipe.ltrim(self._key, 0, self._keep - 1)
-            await pipe.execute()
-        if self._echo:
-            # The outbox is the dev stand-in for a mailbox, so showing the code is the point.
-            print(
-                f"\n── outbox: email to {entry['to']} ──\nSubject: {entry['subject']}\n\n"
-                f"{text.strip()}\n──────────────\n",
-                flush=True,
-            )
+        headline = f"email to {message.to}"
+        await self._outbox.keep(entry, headline, f"Subject: {message.subject}\n\n{message.text}")
 
     async def close(self) -> None:
         """Nothing to release."""
