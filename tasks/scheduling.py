@@ -1,19 +1,48 @@
-"""The scheduler process: periodic jobs declared on the tasks themselves."""
+"""The scheduler process: periodic jobs declared here, one-offs stored in Redis."""
 
 from __future__ import annotations
 
-from taskiq import TaskiqScheduler
-from taskiq.schedule_sources import LabelScheduleSource
+from taskiq import AsyncBroker, ScheduledTask, TaskiqScheduler
 
 from config.logging import setup_logging
 from config.settings import Settings, load_settings
-from tasks.worker import build_worker_broker
+from tasks.schedules import RedisScheduleSource
+from tasks.worker import CLEANUP, DAILY_REPORT, SWEEP_EXPIRED, build_worker_broker
+from verification.connections import open_redis
+from verification.keys import Keys
+
+
+def periodic_jobs() -> list[ScheduledTask]:
+    """Jobs that run on a clock; their ids are stable, so each run fires once."""
+
+    def job(schedule_id: str, task_name: str, cron: str) -> ScheduledTask:
+        return ScheduledTask(
+            task_name=task_name, labels={}, args=[], kwargs={}, schedule_id=schedule_id, cron=cron
+        )
+
+    return [
+        # Expired verifications get their status and event without anyone asking.
+        job("sweep-expired", SWEEP_EXPIRED, "* * * * *"),
+        job("cleanup", CLEANUP, "17 * * * *"),
+        # Yesterday's numbers to the admins, at 08:00 UTC.
+        job("daily-report", DAILY_REPORT, "0 8 * * *"),
+    ]
+
+
+def schedule_source(
+    settings: Settings, broker: AsyncBroker, *, dispatch: bool
+) -> RedisScheduleSource:
+    """The Redis schedule store; ``dispatch`` runs its on-time sender (schedulers only)."""
+    redis = open_redis(settings.require_redis_url())
+    return RedisScheduleSource(
+        redis, Keys(settings.redis_prefix), broker, periodic_jobs(), dispatch=dispatch
+    )
 
 
 def build_scheduler(settings: Settings) -> TaskiqScheduler:
-    """A scheduler over the code-declared (label) schedules."""
+    """A scheduler over the Redis schedule store and the periodic jobs."""
     broker, _ = build_worker_broker(settings)
-    return TaskiqScheduler(broker, sources=[LabelScheduleSource(broker)])
+    return TaskiqScheduler(broker, sources=[schedule_source(settings, broker, dispatch=True)])
 
 
 def create_scheduler() -> TaskiqScheduler:

@@ -33,10 +33,13 @@ from tasks.recovery import Recovery, stop_on_signals
 from tasks.sms.base import SmsSender
 from tasks.sms.console import ConsoleSmsSender
 from tasks.sms.ronglian import RonglianSender
+from verification.cleanup import clean_up
 from verification.connections import open_redis
 from verification.deliveries import DeliveryStore
 from verification.events import EventStore
 from verification.keys import Keys
+from verification.models import now_ms
+from verification.reports import DAY_MS, day_report
 
 if TYPE_CHECKING:  # aiogram takes seconds to import: only processes with a bot load it
     from aiogram import Bot
@@ -47,6 +50,8 @@ DELIVER = "tidings.deliver"
 SWEEP_EXPIRED = "tidings.sweep_expired"
 SEND_EVENT = "tidings.send_event"
 BROADCAST = "tidings.broadcast"
+CLEANUP = "tidings.cleanup"
+DAILY_REPORT = "tidings.daily_report"
 
 
 @dataclass(slots=True)
@@ -86,6 +91,8 @@ class Tasks:
     sweep_expired: AsyncTaskiqDecoratedTask[Any, Any]
     send_event: AsyncTaskiqDecoratedTask[Any, Any]
     broadcast: AsyncTaskiqDecoratedTask[Any, Any]
+    cleanup: AsyncTaskiqDecoratedTask[Any, Any]
+    daily_report: AsyncTaskiqDecoratedTask[Any, Any]
 
 
 def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
@@ -133,15 +140,34 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
             logger.info("verifications expired", extra={"count": len(expired)})
         return len(expired)
 
+    async def cleanup() -> dict[str, int]:
+        """Drop index entries whose records have expired."""
+        held = resources()
+        async with asyncio.timeout(q.task_timeout_seconds):
+            removed = await clean_up(held.redis, Keys(settings.redis_prefix))
+        logger.info("cleanup done", extra=removed)
+        return removed
+
+    async def daily_report() -> str:
+        """Yesterday in numbers, to every admin in Telegram (and the log)."""
+        held = resources()
+        yesterday = now_ms() // DAY_MS - 1
+        async with asyncio.timeout(q.task_timeout_seconds):
+            lines = await day_report(held.redis, Keys(settings.redis_prefix), yesterday)
+            text = "\n".join(lines)
+            logger.info("daily report", extra={"report": text})
+            if held.bot is not None:
+                for admin in settings.telegram.admin_ids:
+                    await held.bot.send_message(admin, text)
+        return text
+
     handles = Tasks(
         deliver=broker.register_task(deliver, task_name=DELIVER),
-        sweep_expired=broker.register_task(
-            sweep_expired,
-            task_name=SWEEP_EXPIRED,
-            schedule=[{"cron": "* * * * *", "schedule_id": "sweep-expired"}],
-        ),
+        sweep_expired=broker.register_task(sweep_expired, task_name=SWEEP_EXPIRED),
         send_event=broker.register_task(send_event, task_name=SEND_EVENT),
         broadcast=broker.register_task(broadcast, task_name=BROADCAST),
+        cleanup=broker.register_task(cleanup, task_name=CLEANUP),
+        daily_report=broker.register_task(daily_report, task_name=DAILY_REPORT),
     )
     return handles
 

@@ -143,6 +143,8 @@ async def _serve(settings: Settings, redis_note: str) -> None:
             await stop_task(polling)
         for task in (ticker, worker):
             await stop_task(task)
+        for source in scheduler.sources:
+            await source.shutdown()
         await scheduler.shutdown()
         await worker_broker.shutdown()
         await runner.cleanup()

@@ -102,6 +102,30 @@ class Keys:
         """Until when Telegram asked the bot to send nothing (its retry_after), ms."""
         return f"{self.prefix}:tg:pause"
 
+    @property
+    def schedules(self) -> str:
+        """Hash of schedule id → the taskiq ScheduledTask (JSON)."""
+        return f"{self.prefix}:sched:data"
+
+    @property
+    def schedules_due(self) -> str:
+        """Sorted set of one-off schedule ids by due time (ms): found without a SCAN."""
+        return f"{self.prefix}:sched:due"
+
+    @property
+    def schedules_claimed(self) -> str:
+        """Sorted set of one-off schedules being sent, by lease deadline (ms)."""
+        return f"{self.prefix}:sched:claimed"
+
+    @property
+    def schedules_periodic(self) -> str:
+        """Set of cron and interval schedule ids."""
+        return f"{self.prefix}:sched:periodic"
+
+    def schedule_fired(self, schedule_id: str, slot: int) -> str:
+        """Marks one run (a cron minute, an interval slot) of a periodic schedule as sent."""
+        return f"{self.prefix}:sched:fired:{schedule_id}:{slot}"
+
     def event(self, verification_id: str) -> str:
         """Hash of the outbound event of a verification's final status change."""
         return f"{self.prefix}:e:{event_id(verification_id)}"

@@ -26,7 +26,8 @@ class Snapshot:
 
     def lines(self) -> list[str]:
         """A short human report (the bot's /stats and ``tidings stats``)."""
-        today = ", ".join(f"{k} {v}" for k, v in sorted(self.today.items())) or "none"
+        totals = {k: v for k, v in self.today.items() if ":" not in k}
+        today = ", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "none"
         return [
             f"Subscribers: {self.subscribers}",
             f"Verifications today (UTC): {today}",
@@ -54,3 +55,40 @@ async def read_snapshot(redis: Redis, keys: Keys) -> Snapshot:
         today={k: int(v) for k, v in cast(dict[str, str], today).items()},
         subscribers=int(subscribers),
     )
+
+
+async def day_report(redis: Redis, keys: Keys, day: int) -> list[str]:
+    """What happened on UTC day ``day`` (days since the epoch), for the admins' daily report."""
+    start, end = day * DAY_MS, (day + 1) * DAY_MS - 1
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(f"{keys.stats}:day:{day}")
+        pipe.zcount(keys.subscribers, start, end)
+        pipe.zcount(keys.mail_subscribers, start, end)
+        counts, telegram, mail = await pipe.execute()
+    counts = {k: int(v) for k, v in cast(dict[str, str], counts).items()}
+    statuses = sorted(k for k in counts if ":" not in k)
+    lines = [f"Report for {_date(day)} (UTC)"]
+    for status in statuses:
+        by_channel = ", ".join(
+            f"{k.split(':', 1)[1]} {v}"
+            for k, v in sorted(counts.items())
+            if k.startswith(f"{status}:")
+        )
+        lines.append(
+            f"Verifications {status}: {counts[status]}" + (f" ({by_channel})" if by_channel else "")
+        )
+    if not statuses:
+        lines.append("Verifications: none")
+    failed = {
+        k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("deliveries_failed:")
+    }
+    failures = ", ".join(f"{channel} {n}" for channel, n in sorted(failed.items())) or "none"
+    lines.append(f"Delivery failures: {failures}")
+    lines.append(f"New subscribers: Telegram {int(telegram)}, email {int(mail)}")
+    return lines
+
+
+def _date(day: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(day * DAY_MS / 1000, UTC).date().isoformat()

@@ -31,6 +31,8 @@ _NAMES = (
     "bc_record",
     "bc_finish",
     "bc_cancel",
+    "sched_claim",
+    "sched_done",
 )
 
 
@@ -64,6 +66,8 @@ class Scripts:
     bc_record: AsyncScript
     bc_finish: AsyncScript
     bc_cancel: AsyncScript
+    sched_claim: AsyncScript
+    sched_done: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

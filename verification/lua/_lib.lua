@@ -43,10 +43,11 @@ end
 
 -- Verification counters: all-time (for /metrics) and per UTC day (for /stats), the
 -- day's hash derived from the stats key (single-node, like the scripts that use it).
-local function count_verification(stats_key, now, status)
+local function count_verification(stats_key, now, status, channel)
   redis.call('HINCRBY', stats_key, 'verifications:' .. status, 1)
   local day_key = stats_key .. ':day:' .. math.floor(now / 86400000)
   redis.call('HINCRBY', day_key, status, 1)
+  if channel then redis.call('HINCRBY', day_key, status .. ':' .. channel, 1) end
   redis.call('PEXPIRE', day_key, 8 * 86400000)
 end
 
@@ -70,7 +71,7 @@ local function settle_expiry(vkey, v, now, expiring_key, stats_key, vid, ekey, e
     redis.call('HSET', vkey, 'status', 'expired')
     redis.call('HDEL', vkey, 'code_hash')
     redis.call('ZREM', expiring_key, vid)
-    count_verification(stats_key, now, 'expired')
+    count_verification(stats_key, now, 'expired', v.channel)
     emit_event(ekey, edue, now, vid, v, 'expired')
     v.status = 'expired'
   end
@@ -83,7 +84,7 @@ local function approve(vkey, v, now, expiring_key, stats_key, vid, ekey, edue, h
   redis.call('HSET', vkey, 'status', 'approved', 'approved_by', how, 'updated_at', now)
   redis.call('HDEL', vkey, 'code_hash')
   redis.call('ZREM', expiring_key, vid)
-  count_verification(stats_key, now, 'approved')
+  count_verification(stats_key, now, 'approved', v.channel)
   emit_event(ekey, edue, now, vid, v, 'approved')
   if mail_subs and v.subscribe == '1' and (v.channel == 'email' or v.channel == 'link')
       and v.email and v.email ~= '' then

@@ -9,6 +9,6 @@ if v.status ~= 'pending' then return {'inactive', v.status} end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'updated_at', now)
 redis.call('HDEL', KEYS[1], 'code_hash')
 redis.call('ZREM', KEYS[2], ARGV[3])
-count_verification(KEYS[3], now, 'canceled')
+count_verification(KEYS[3], now, 'canceled', v.channel)
 emit_event(KEYS[4], KEYS[5], now, ARGV[3], v, 'canceled')
 return {'canceled'}

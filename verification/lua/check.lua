@@ -20,7 +20,7 @@ if left <= 0 then
   redis.call('HSET', KEYS[1], 'status', 'max_attempts_reached', 'updated_at', now)
   redis.call('HDEL', KEYS[1], 'code_hash')
   redis.call('ZREM', KEYS[2], ARGV[4])
-  count_verification(KEYS[3], now, 'max_attempts_reached')
+  count_verification(KEYS[3], now, 'max_attempts_reached', v.channel)
   emit_event(KEYS[4], KEYS[5], now, ARGV[4], v, 'max_attempts_reached')
   return {'invalid', 'max_attempts_reached', '0'}
 end

@@ -26,7 +26,7 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SADD', KEYS[5], ARGV[13])
 redis.call('PEXPIRE', KEYS[5], ttl)
 redis.call('ZADD', KEYS[9], tonumber(ARGV[14]), ARGV[13])
-count_verification(KEYS[10], now, 'created')
+count_verification(KEYS[10], now, 'created', cjson.decode(ARGV[4]).channel)
 -- No delivery id: the person comes to us (a Telegram deep link), nothing is sent now.
 if ARGV[11] ~= '' then
   hset_map(KEYS[6], cjson.decode(ARGV[5]))

@@ -30,13 +30,16 @@ if outcome == 'failed' then
   redis.call('LPUSH', KEYS[4], ARGV[6])
   redis.call('LTRIM', KEYS[4], 0, 9999)
   redis.call('HINCRBY', KEYS[3], 'deliveries:failed:' .. d.channel, 1)
+  local day_key = KEYS[3] .. ':day:' .. math.floor(now / 86400000)
+  redis.call('HINCRBY', day_key, 'deliveries_failed:' .. d.channel, 1)
+  redis.call('PEXPIRE', day_key, 8 * 86400000)
   -- The latest send failing for good fails the verification: nobody can get the code.
   local v = hgetall_map(KEYS[5])
   if ARGV[8] ~= '1' and v.status == 'pending' and tonumber(v.sends) == tonumber(d.send_no) then
     redis.call('HSET', KEYS[5], 'status', 'failed', 'updated_at', now)
     redis.call('HDEL', KEYS[5], 'code_hash')
     redis.call('ZREM', KEYS[6], d.verification_id)
-    count_verification(KEYS[3], now, 'failed')
+    count_verification(KEYS[3], now, 'failed', v.channel)
     emit_event(KEYS[7], KEYS[8], now, d.verification_id, v, 'failed')
   end
   return {'failed'}

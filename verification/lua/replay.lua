@@ -19,7 +19,7 @@ if v.status == 'failed' then
   redis.call('HSET', KEYS[2], 'status', 'pending')
   redis.call('HINCRBY', KEYS[2], 'event_gen', 1)
   redis.call('ZADD', KEYS[6], tonumber(v.expires_at), d.verification_id)
-  count_verification(KEYS[7], now, 'reopened')
+  count_verification(KEYS[7], now, 'reopened', v.channel)
 end
 local sends = redis.call('HINCRBY', KEYS[2], 'sends', 1)
 redis.call('HSET', KEYS[2], 'code_hash', ARGV[5], 'link_hash', ARGV[8], 'last_send_at', now,

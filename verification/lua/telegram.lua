@@ -31,6 +31,6 @@ end
 redis.call('HSET', KEYS[1], 'status', 'canceled', 'updated_at', now)
 redis.call('HDEL', KEYS[1], 'code_hash')
 redis.call('ZREM', KEYS[2], ARGV[2])
-count_verification(KEYS[3], now, 'canceled')
+count_verification(KEYS[3], now, 'canceled', v.channel)
 emit_event(KEYS[4], KEYS[5], now, ARGV[2], v, 'canceled')
 return {'declined', v.site, v.locale, phone}

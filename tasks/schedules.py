@@ -1,0 +1,208 @@
+"""A taskiq schedule source in Redis that fires one-offs on time and everything once.
+
+taskiq-redis's list source buckets one-off schedules per minute, finds them with a SCAN
+of the keyspace, and fires every schedule once per running scheduler (see
+``shared/notes/taskiq.md``). Here:
+
+- one-off schedules sit in a sorted set by due time, so due work is a range query;
+- a dispatcher inside each scheduler process sleeps until the next due time (at most
+  ``POLL_SECONDS``) and claims due schedules in batches; taskiq's own once-a-second tick
+  can send them too, and the claim (one Lua script) makes sure only one send happens;
+- a claim is a lease: a scheduler killed between claiming and sending gives the schedule
+  back when the lease runs out, so nothing is lost (the tasks themselves are idempotent,
+  so the rare second send after such a crash changes nothing);
+- cron and interval runs are marked fired per run (``SET NX``), so two schedulers, or a
+  restart within the same minute, send each run once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from taskiq import AsyncBroker, ScheduledTask, ScheduleSource
+from taskiq.exceptions import ScheduledTaskCancelledError
+from taskiq.kicker import AsyncKicker
+
+from verification.keys import Keys
+from verification.models import now_ms
+from verification.scripts import Scripts, as_text
+
+logger = logging.getLogger(__name__)
+
+#: Longest the dispatcher sleeps between looks at the due set.
+POLL_SECONDS = 0.05
+#: A claimed schedule not confirmed sent within this goes back to the due set.
+CLAIM_LEASE_MS = 30_000
+BATCH = 500
+#: get_schedules hands taskiq's tick the one-offs due this soon (its fallback path).
+LOOKAHEAD_MS = 2_000
+
+
+class RedisScheduleSource(ScheduleSource):
+    """Schedules in Redis; ``periodic`` are code-declared cron/interval jobs (stable ids)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        broker: AsyncBroker,
+        periodic: Sequence[ScheduledTask] = (),
+        *,
+        dispatch: bool = True,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._broker = broker
+        self._periodic = list(periodic)
+        self._scripts = Scripts.register(redis)
+        self._dispatch = dispatch
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    async def startup(self) -> None:
+        """Start the on-time dispatcher (in scheduler processes)."""
+        if self._dispatch and self._dispatcher is None:
+            self._dispatcher = asyncio.create_task(self._dispatch_loop(), name="schedules")
+
+    async def shutdown(self) -> None:
+        """Stop the dispatcher; claims in flight are given back by their lease."""
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dispatcher
+            self._dispatcher = None
+        await self._redis.aclose()
+
+    # --- adding and removing -----------------------------------------------------------
+
+    async def add_schedule(self, schedule: ScheduledTask) -> None:
+        """Store a schedule; a one-off (``time``) fires once at that time."""
+        keys = self._keys
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.schedules, schedule.schedule_id, schedule.model_dump_json())
+            if schedule.time is not None:
+                due = _ms(schedule.time)
+                pipe.zadd(keys.schedules_due, {schedule.schedule_id: due})
+            else:
+                pipe.sadd(keys.schedules_periodic, schedule.schedule_id)
+            await pipe.execute()
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Forget a schedule; a one-off that has not been claimed will not fire."""
+        keys = self._keys
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(keys.schedules, schedule_id)
+            pipe.zrem(keys.schedules_due, schedule_id)
+            pipe.srem(keys.schedules_periodic, schedule_id)
+            await pipe.execute()
+
+    # --- taskiq's scheduler loop ---------------------------------------------------------
+
+    async def get_schedules(self) -> list[ScheduledTask]:
+        """Periodic schedules, and one-offs due within ``LOOKAHEAD_MS`` (no SCAN)."""
+        keys = self._keys
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(keys.schedules_periodic)
+            pipe.zrangebyscore(keys.schedules_due, "-inf", now_ms() + LOOKAHEAD_MS, 0, BATCH)
+            periodic_ids, due_ids = await pipe.execute()
+        ids = [*periodic_ids, *due_ids]
+        stored = await self._redis.hmget(keys.schedules, ids) if ids else []
+        found = [ScheduledTask.model_validate_json(raw) for raw in stored if raw]
+        return [*self._periodic, *found]
+
+    async def pre_send(self, task: ScheduledTask) -> None:
+        """Claim this run; raise ScheduledTaskCancelledError if another scheduler has it."""
+        if task.time is not None:
+            reply = await self._claim(only=task.schedule_id)
+            if not reply:
+                raise ScheduledTaskCancelledError
+            return
+        slot = _run_slot(task)
+        fired = self._keys.schedule_fired(task.schedule_id, slot)
+        if not await self._redis.set(fired, "1", nx=True, ex=7 * 86_400):
+            raise ScheduledTaskCancelledError
+
+    async def post_send(self, task: ScheduledTask) -> None:
+        """A one-off was sent: forget it."""
+        if task.time is not None:
+            await self._done([task.schedule_id])
+
+    # --- the on-time dispatcher ------------------------------------------------------------
+
+    async def _claim(self, only: str = "") -> list[tuple[str, str]]:
+        keys = self._keys
+        reply = as_text(
+            await self._scripts.sched_claim(
+                keys=[keys.schedules_due, keys.schedules_claimed, keys.schedules],
+                args=[now_ms(), CLAIM_LEASE_MS, BATCH, only],
+            )
+        )
+        return list(zip(reply[::2], reply[1::2], strict=True))
+
+    async def _done(self, ids: list[str]) -> None:
+        keys = self._keys
+        await self._scripts.sched_done(keys=[keys.schedules_claimed, keys.schedules], args=ids)
+
+    async def _next_due_in(self) -> float:
+        first = await self._redis.zrange(self._keys.schedules_due, 0, 0, withscores=True)
+        if not first:
+            return POLL_SECONDS
+        return max(0.0, min(POLL_SECONDS, (float(first[0][1]) - now_ms()) / 1000))
+
+    async def _dispatch_loop(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                claimed = await self._claim()
+                if claimed:
+                    await self._send(claimed)
+                    continue  # there may be more due right now
+                await asyncio.sleep(await self._next_due_in())
+                delay = 0.5
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError):
+                logger.warning(
+                    "schedules: Redis unreachable; retrying", extra={"in_seconds": delay}
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _send(self, claimed: list[tuple[str, str]]) -> None:
+        sent = []
+        for schedule_id, raw in claimed:
+            task = ScheduledTask.model_validate_json(raw)
+            try:
+                await (
+                    AsyncKicker(task.task_name, self._broker, task.labels)
+                    .with_labels(schedule_id=task.schedule_id)
+                    .with_task_id(task_id=task.task_id)
+                    .kiq(*task.args, **task.kwargs)
+                )
+            except (RedisError, OSError):
+                # Not confirmed: the lease gives it back and it is sent again later.
+                logger.warning("schedules: could not send; will retry", exc_info=True)
+                break
+            sent.append(schedule_id)
+        if sent:
+            await self._done(sent)
+
+
+def _ms(at: datetime) -> int:
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return int(aware.timestamp() * 1000)
+
+
+def _run_slot(task: ScheduledTask) -> int:
+    """Which run of a periodic schedule this is: the minute (cron) or the interval slot."""
+    now = int(datetime.now(UTC).timestamp())
+    interval = task.interval
+    if interval is not None:
+        seconds = interval if isinstance(interval, int) else int(interval.total_seconds())
+        return now // max(seconds, 1)
+    return now // 60

@@ -1,0 +1,43 @@
+"""Housekeeping for what Redis does not expire by itself (index lists and sets)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+from redis.asyncio import Redis
+
+from verification.keys import Keys
+from verification.models import now_ms
+
+#: Broadcasts are listed for this long (their own records expire after the same time).
+BROADCAST_LIST_MS = 30 * 86_400_000
+
+
+async def clean_up(redis: Redis, keys: Keys) -> dict[str, int]:
+    """Drop index entries whose records have expired; returns how many, per index."""
+    removed = {
+        "dead_letters": await _drop_gone(redis, keys.dead_letters, keys.delivery),
+        "failed_events": await _drop_gone(redis, keys.events_failed, keys.event_by_id),
+    }
+    cutoff = now_ms() - BROADCAST_LIST_MS
+    removed["broadcasts"] = int(await redis.zremrangebyscore(keys.broadcasts, "-inf", cutoff))
+    return removed
+
+
+async def _drop_gone(redis: Redis, list_key: str, record_key: Callable[[str], str]) -> int:
+    """Remove ids from ``list_key`` whose record (``record_key(id)``) no longer exists."""
+    ids = cast(list[str], await redis.lrange(list_key, 0, -1))
+    if not ids:
+        return 0
+    async with redis.pipeline(transaction=False) as pipe:
+        for item in ids:
+            pipe.exists(record_key(item))
+        exists = await pipe.execute()
+    gone = [item for item, alive in zip(ids, exists, strict=True) if not alive]
+    if gone:
+        async with redis.pipeline(transaction=False) as pipe:
+            for item in gone:
+                pipe.lrem(list_key, 0, item)
+            await pipe.execute()
+    return len(gone)
