@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # aiogram takes seconds to import: only processes with a bot 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LEASE_MS", "STRETCH_SECONDS", "Broadcaster"]
+__all__ = ["LEASE_MS", "STRETCH_SECONDS", "Broadcaster", "send_reminder"]
 PROGRESS_EVERY_SECONDS = 2.0
 MAX_TRIES = 5
 # Sends in flight at once; the schedule, not this, sets the pace.
@@ -262,3 +262,21 @@ class Broadcaster:
             )
         except TelegramAPIError:
             logger.info("could not update a broadcast's progress message", exc_info=True)
+
+
+async def send_reminder(bot: Bot | None, chat_id: int, text: str, lang: str) -> tuple[str, str]:
+    """Send a reminder into its chat: ``(outcome, error)``, retrying Telegram's 429s."""
+    from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
+
+    if bot is None:
+        return "failed", "no Telegram bot is configured"
+    label = "⏰ 提醒" if lang == "zh" else "⏰ Reminder"
+    for _ in range(MAX_TRIES):
+        try:
+            await bot.send_message(chat_id, f"{label}: {text}")
+            return "sent", ""
+        except TelegramRetryAfter as exc:
+            await asyncio.sleep(exc.retry_after)
+        except TelegramAPIError as exc:
+            return "failed", f"{type(exc).__name__}: {exc.message}"[:200]
+    return "failed", "Telegram kept asking to slow down"

@@ -85,17 +85,23 @@ class Deliverer:
                 "site_name": site.display_name,
                 "domain": site.code_domain or "",
             }
-            text = self.sms_renderer.render("verification", claim.locale, claim.destination, params)
+            purpose = "reminder" if claim.purpose == "reminder" else "verification"
+            text = self.sms_renderer.render(purpose, claim.locale, claim.destination, params)
             return await self.sms.send(text)
         if claim.channel not in (Channel.EMAIL, Channel.LINK):
             raise DeliveryError(f"no provider for channel {claim.channel!r}", retryable=False)
+        by_email = claim.channel == Channel.EMAIL
+        template = "code" if by_email else "link"
+        if claim.purpose == "reminder":
+            template = "reminder"
         message = self.renderer.render(
-            "code" if claim.channel == Channel.EMAIL else "link",
+            template,
             claim.locale,
             claim.destination,
             {
                 "site_name": site.display_name,
-                "code": claim.code,
+                # A link-channel message carries no code.
+                "code": claim.code if by_email else "",
                 "minutes": minutes,
                 "link_url": self.link_url(claim.link),
             },

@@ -20,9 +20,10 @@ from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
 
 from bot.broadcasts import LEASE_MS, STRETCH_SECONDS, BroadcastStore
+from bot.reminders import REMIND, Reminders
 from config.logging import setup_logging, task_id_var
 from config.settings import Settings, load_settings
-from tasks.broadcasting import Broadcaster
+from tasks.broadcasting import Broadcaster, send_reminder
 from tasks.broker import TidingsStreamBroker, build_broker
 from tasks.callbacks import EventSender
 from tasks.delivery import Deliverer
@@ -40,6 +41,7 @@ from verification.events import EventStore
 from verification.keys import Keys
 from verification.models import now_ms
 from verification.reports import DAY_MS, day_report
+from verification.service import SIGNUP_REMINDER, VerificationService
 
 if TYPE_CHECKING:  # aiogram takes seconds to import: only processes with a bot load it
     from aiogram import Bot
@@ -66,6 +68,7 @@ class WorkerResources:
     bot: Bot | None = None
     broadcaster: Broadcaster | None = None
     broadcasts: BroadcastStore | None = None
+    service: VerificationService | None = None
     pump: asyncio.Task[None] | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -93,6 +96,35 @@ class Tasks:
     broadcast: AsyncTaskiqDecoratedTask[Any, Any]
     cleanup: AsyncTaskiqDecoratedTask[Any, Any]
     daily_report: AsyncTaskiqDecoratedTask[Any, Any]
+    remind: AsyncTaskiqDecoratedTask[Any, Any]
+    signup_reminder: AsyncTaskiqDecoratedTask[Any, Any]
+
+
+async def _cleanup(held: WorkerResources, settings: Settings) -> dict[str, int]:
+    removed = await clean_up(held.redis, Keys(settings.redis_prefix))
+    logger.info("cleanup done", extra=removed)
+    return removed
+
+
+async def _daily_report(held: WorkerResources, settings: Settings) -> str:
+    yesterday = now_ms() // DAY_MS - 1
+    text = "\n".join(await day_report(held.redis, Keys(settings.redis_prefix), yesterday))
+    logger.info("daily report", extra={"report": text})
+    if held.bot is not None:
+        for admin in settings.telegram.admin_ids:
+            await held.bot.send_message(admin, text)
+    return text
+
+
+async def _remind(held: WorkerResources, settings: Settings, reminder_id: str) -> str:
+    reminders = Reminders(held.redis, Keys(settings.redis_prefix))
+    claim = await reminders.claim(reminder_id, int(settings.queue.lease_seconds * 1000))
+    if claim is None:
+        return "not due"  # sent, canceled, or being sent by another worker
+    token, chat_id, text, lang = claim
+    outcome, error = await send_reminder(held.bot, chat_id, text, lang)
+    await reminders.finish(reminder_id, token, outcome, error)
+    return outcome
 
 
 def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
@@ -142,24 +174,28 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
 
     async def cleanup() -> dict[str, int]:
         """Drop index entries whose records have expired."""
-        held = resources()
         async with asyncio.timeout(q.task_timeout_seconds):
-            removed = await clean_up(held.redis, Keys(settings.redis_prefix))
-        logger.info("cleanup done", extra=removed)
-        return removed
+            return await _cleanup(resources(), settings)
 
     async def daily_report() -> str:
         """Yesterday in numbers, to every admin in Telegram (and the log)."""
-        held = resources()
-        yesterday = now_ms() // DAY_MS - 1
         async with asyncio.timeout(q.task_timeout_seconds):
-            lines = await day_report(held.redis, Keys(settings.redis_prefix), yesterday)
-            text = "\n".join(lines)
-            logger.info("daily report", extra={"report": text})
-            if held.bot is not None:
-                for admin in settings.telegram.admin_ids:
-                    await held.bot.send_message(admin, text)
-        return text
+            return await _daily_report(resources(), settings)
+
+    async def remind(reminder_id: str) -> str:
+        """Send a person's reminder into their chat, once."""
+        async with asyncio.timeout(q.task_timeout_seconds):
+            return await _remind(resources(), settings, reminder_id)
+
+    async def signup_reminder(verification_id: str) -> str:
+        """``remind_after``: a fresh code to a signup that is still pending."""
+        held = resources()
+        if held.service is None:
+            return "worker not ready"
+        async with asyncio.timeout(q.task_timeout_seconds):
+            outcome = await held.service.remind(verification_id)
+        logger.info("signup reminder", extra={"verification": verification_id, "outcome": outcome})
+        return outcome
 
     handles = Tasks(
         deliver=broker.register_task(deliver, task_name=DELIVER),
@@ -168,6 +204,8 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
         broadcast=broker.register_task(broadcast, task_name=BROADCAST),
         cleanup=broker.register_task(cleanup, task_name=CLEANUP),
         daily_report=broker.register_task(daily_report, task_name=DAILY_REPORT),
+        remind=broker.register_task(remind, task_name=REMIND),
+        signup_reminder=broker.register_task(signup_reminder, task_name=SIGNUP_REMINDER),
     )
     return handles
 
@@ -308,6 +346,9 @@ def attach_worker(
 
             resources.bot = create_bot(settings)
         resources.broadcasts = BroadcastStore(redis, keys)
+        resources.service = VerificationService(
+            redis, settings, TaskiqDeliveryQueue(broker, tasks), keys=keys
+        )
         resources.broadcaster = Broadcaster(
             settings, resources.broadcasts, resources.bot, deliverer.email, deliverer.renderer
         )

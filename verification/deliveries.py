@@ -27,6 +27,7 @@ class Claim:
     expires_at_ms: int
     verification_id: str
     link: str = ""  # the magic link's token, for email and link deliveries
+    purpose: str = "code"  # or "reminder" (remind_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class DeliveryStore:
             expires_at_ms=int(reply[7]),
             verification_id=reply[8],
             link=payload.get("link", ""),
+            purpose=reply[9] if len(reply) > 9 else "code",
         )
 
     async def extend(self, claim: Claim, lease_ms: int) -> bool:

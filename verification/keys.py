@@ -126,6 +126,14 @@ class Keys:
         """Marks one run (a cron minute, an interval slot) of a periodic schedule as sent."""
         return f"{self.prefix}:sched:fired:{schedule_id}:{slot}"
 
+    def reminder(self, reminder_id: str) -> str:
+        """Hash of one reminder: chat, text, due time, status."""
+        return f"{self.prefix}:rem:{reminder_id}"
+
+    def chat_reminders(self, chat_id: int) -> str:
+        """Sorted set of one chat's reminder ids by due time (ms)."""
+        return f"{self.prefix}:rem:chat:{chat_id}"
+
     def event(self, verification_id: str) -> str:
         """Hash of the outbound event of a verification's final status change."""
         return f"{self.prefix}:e:{event_id(verification_id)}"

@@ -39,6 +39,11 @@ def iso(ms: str | int | None) -> str | None:
     return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds")
 
 
+def iso_ms(ms: int) -> str:
+    """Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 def mask_email(address: str) -> str:
     """``alice@example.com`` → ``a***@example.com``."""
     local, _, domain = address.rpartition("@")

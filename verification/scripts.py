@@ -33,6 +33,9 @@ _NAMES = (
     "bc_cancel",
     "sched_claim",
     "sched_done",
+    "rem_cancel",
+    "rem_claim",
+    "rem_done",
 )
 
 
@@ -68,6 +71,9 @@ class Scripts:
     bc_cancel: AsyncScript
     sched_claim: AsyncScript
     sched_done: AsyncScript
+    rem_cancel: AsyncScript
+    rem_claim: AsyncScript
+    rem_done: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:

@@ -14,13 +14,22 @@ from config.sites import EMAIL_CHANNELS, Channel, CodePolicy, SiteConfig
 from verification.codes import CodeHasher, LinkToken, PayloadSealer, generate_code, new_id
 from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited, Refused
 from verification.keys import Keys
-from verification.models import DeliveryStatus, Status, iso, now_ms, verification_resource
+from verification.models import (
+    DeliveryStatus,
+    Status,
+    iso,
+    iso_ms,
+    now_ms,
+    verification_resource,
+)
 from verification.phones import phone_prefix
 from verification.scripts import Scripts, as_text
 
 logger = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
+#: The task that sends a ``remind_after`` reminder (registered by ``tasks.worker``).
+SIGNUP_REMINDER = "tidings.signup_reminder"
 
 
 class DeliveryQueue(Protocol):
@@ -160,6 +169,39 @@ class VerificationService:
         if channel not in self._settings.deliverable_channels:
             raise ChannelUnavailable(f"channel {channel.value!r} is not available here")
 
+    def _signup_reminder(self, vid: str, signup: Signup, now: int) -> tuple[str, str, int]:
+        """Schedule id, ScheduledTask JSON and due time of a ``remind_after`` reminder."""
+        if not signup.remind_after or signup.channel == Channel.TELEGRAM:
+            return "", "", 0
+        due = now + signup.remind_after * 1000
+        schedule_id = f"remind_{vid}"
+        task = {
+            "task_name": SIGNUP_REMINDER,
+            "labels": {},
+            "args": [vid],
+            "kwargs": {},
+            "schedule_id": schedule_id,
+            "time": iso_ms(due),
+        }
+        return schedule_id, json.dumps(task), due
+
+    async def remind(self, vid: str) -> str:
+        """Send a pending verification's reminder: a fresh code (and link), same channel.
+
+        Returns what happened; a verification that is no longer pending gets nothing.
+        """
+        raw = cast(dict[str, str], await self._redis.hgetall(self._keys.verification(vid)))
+        site = next((s for s in self._settings.sites if s.id == raw.get("site")), None)
+        if not raw or site is None:
+            return "gone"
+        try:
+            await self.resend(site, vid, purpose="reminder")
+        except NotPending as exc:
+            return f"not sent: verification is {exc}"
+        except (RateLimited, ChannelUnavailable) as exc:
+            return f"not sent: {exc}"
+        return "sent"
+
     def _status_keys(self, vid: str) -> list[str]:
         """The keys every status change touches: verification, expiry index, stats, event."""
         keys = self._keys
@@ -181,8 +223,10 @@ class VerificationService:
         code: str,
         link: LinkToken,
         now: int,
+        purpose: str = "code",
     ) -> dict[str, str]:
         return {
+            "purpose": purpose,
             "id": new_id("dlv"),
             "verification_id": verification_id,
             "channel": channel.value,
@@ -263,6 +307,8 @@ class VerificationService:
                     keys.stats,
                     self._queue.stream,
                     prefix_key,
+                    keys.schedules,
+                    keys.schedules_due,
                 ],
                 args=[
                     now,
@@ -283,6 +329,7 @@ class VerificationService:
                     self._queue.maxlen,
                     prefix_limit,
                     prefix_ttl,
+                    *self._signup_reminder(vid, signup, now),
                 ],
             )
         )
@@ -401,7 +448,12 @@ class VerificationService:
         return LinkState(reply[0], reply[1], reply[2])
 
     async def resend(
-        self, site: SiteConfig, vid: str, channel: Channel | None = None
+        self,
+        site: SiteConfig,
+        vid: str,
+        channel: Channel | None = None,
+        *,
+        purpose: str = "code",
     ) -> dict[str, Any]:
         """Send a new code (the previous one stops working), optionally by another channel."""
         v = await self._load(site, vid)
@@ -417,7 +469,7 @@ class VerificationService:
         code = generate_code(policy.digits)
         link = LinkToken.new(vid)
         expires_at = now + policy.ttl_seconds * 1000
-        delivery = self._new_delivery(vid, chosen, 0, code, link, now)
+        delivery = self._new_delivery(vid, chosen, 0, code, link, now, purpose)
         hour = now // HOUR_MS
         keys = self._keys
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(chosen, destination, hour)
@@ -442,7 +494,8 @@ class VerificationService:
                     site.id,
                     self._hasher.code(vid, code),
                     expires_at,
-                    policy.resend_cooldown_seconds * 1000,
+                    # The cooldown stops people hammering resend; a reminder is ours.
+                    0 if purpose == "reminder" else policy.resend_cooldown_seconds * 1000,
                     policy.destination_window_seconds * 1000,
                     policy.sends_per_destination,
                     policy.site_sends_per_hour,

@@ -234,7 +234,11 @@ class RonglianSender:
         have sent the text (no connection, HTTP 5xx, or a status code meaning "not sent,
         try later").
         """
-        template = self._settings.templates.get(message.purpose)
+        # A reminder uses the verification template unless one of its own is configured.
+        templates = self._settings.templates
+        template = templates.get(message.purpose) or (
+            templates.get("verification") if message.purpose == "reminder" else None
+        )
         if template is None:
             raise DeliveryError(
                 f"no Ronglian template configured for purpose {message.purpose!r}",

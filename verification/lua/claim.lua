@@ -46,4 +46,4 @@ local lease_until = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'lease_until', lease_until, 'lease_token', ARGV[5])
 redis.call('ZADD', KEYS[2], lease_until, ARGV[3])
 return {'claimed', tostring(attempts), d.secret or '', v.destination, v.locale, v.site, d.channel,
-  v.expires_at, d.verification_id}
+  v.expires_at, d.verification_id, d.purpose or 'code'}

@@ -1,11 +1,12 @@
 -- Accept a signup: replay guard, rate limits, verification, first delivery. One round trip.
 -- KEYS: 1 webhook-seen, 2 verification, 3 destination window, 4 site hour, 5 user index,
 --       6 delivery, 7 due set, 8 verification deliveries, 9 expiring set, 10 stats,
---       11 task stream, 12 phone-prefix hour (SMS only)
+--       11 task stream, 12 phone-prefix hour (SMS only), 13 schedules hash, 14 schedules due
 -- ARGV: 1 now_ms, 2 replay_ttl_ms, 3 response json, 4 verification json, 5 delivery json,
 --       6 record_ttl_ms, 7 window_ms, 8 destination limit, 9 site limit, 10 site_ttl_ms,
 --       11 delivery id, 12 requeue_at_ms, 13 verification id, 14 expires_at_ms,
---       15 task message, 16 stream maxlen, 17 phone-prefix limit (0: none), 18 its ttl_ms
+--       15 task message, 16 stream maxlen, 17 phone-prefix limit (0: none), 18 its ttl_ms,
+--       19 reminder schedule id ('' = none), 20 its ScheduledTask json, 21 its due ms
 local now = tonumber(ARGV[1])
 local seen = redis.call('GET', KEYS[1])
 if seen then return {'replay', seen} end
@@ -38,6 +39,11 @@ if ARGV[11] ~= '' then
   if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[18])) end
   redis.call('HINCRBY', KEYS[10], 'deliveries:queued:' .. cjson.decode(ARGV[5]).channel, 1)
   redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[16], '*', 'data', ARGV[15])
+end
+-- remind_after: the reminder is scheduled with the signup, atomically.
+if ARGV[19] ~= '' then
+  redis.call('HSET', KEYS[13], ARGV[19], ARGV[20])
+  redis.call('ZADD', KEYS[14], tonumber(ARGV[21]), ARGV[19])
 end
 redis.call('SET', KEYS[1], ARGV[3], 'PX', tonumber(ARGV[2]))
 return {'created'}
