@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from taskiq import ScheduledTask
 
 from verification.keys import Keys
 from verification.models import iso, now_ms
@@ -14,6 +16,8 @@ from verification.scripts import Scripts, as_text
 
 #: Counters of a broadcast's outcomes, in report order.
 OUTCOMES = ("sent", "blocked", "failed", "unknown", "skipped")
+#: The task that starts a scheduled broadcast (registered by ``tasks.worker``).
+START_BROADCAST = "tidings.start_broadcast"
 #: States in which a broadcast may still send.
 ACTIVE = ("queued", "running")
 _KEEP_MS = 30 * 86_400_000
@@ -27,7 +31,7 @@ class Broadcast:
     """A broadcast as admins see it."""
 
     id: str
-    state: str  # draft | queued | running | done | canceled
+    state: str  # draft | scheduled | queued | running | done | canceled
     kind: str  # text | copy
     text: str
     from_chat: int | None
@@ -40,6 +44,7 @@ class Broadcast:
     finished_at: int | None
     progress_chat: int | None
     progress_message: int | None
+    at: int | None = None  # when a scheduled broadcast starts (ms)
 
     @property
     def done_count(self) -> int:
@@ -49,7 +54,7 @@ class Broadcast:
     def summary(self) -> str:
         """One line: id, state, counters."""
         counts = ", ".join(f"{name} {self.counts[name]}" for name in OUTCOMES if self.counts[name])
-        when = iso(self.created_at) or ""
+        when = iso(self.at if self.state == "scheduled" else self.created_at) or ""
         return f"{self.id} · {self.state} · {self.total} recipients · {counts or 'nothing sent'} · {when}"
 
     def duration_seconds(self) -> float | None:
@@ -113,6 +118,26 @@ class BroadcastStore:
             mapping={"progress_chat": str(chat_id), "progress_message": str(message_id)},
         )
 
+    async def schedule(self, broadcast_id: str, at: datetime) -> None:
+        """Start a draft at ``at`` (the schedule store fires it); cancelable until then."""
+        at_ms = int(at.timestamp() * 1000)
+        task = ScheduledTask(
+            task_name=START_BROADCAST,
+            labels={},
+            args=[broadcast_id],
+            kwargs={},
+            schedule_id=broadcast_id,
+            time=at,
+        )
+        keys = self._keys
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                keys.broadcast(broadcast_id), mapping={"state": "scheduled", "at": str(at_ms)}
+            )
+            pipe.hset(keys.schedules, broadcast_id, task.model_dump_json())
+            pipe.zadd(keys.schedules_due, {broadcast_id: at_ms})
+            await pipe.execute()
+
     async def start(self, broadcast_id: str) -> tuple[str, int]:
         """Fix the audience and queue the broadcast: ``('queued', total)`` or why not."""
         keys = self._keys
@@ -137,7 +162,12 @@ class BroadcastStore:
         """``canceled`` (now), ``not_found``, or ``already_<state>`` (done, canceled)."""
         reply = as_text(
             await self.scripts.bc_cancel(
-                keys=[self._keys.broadcast(broadcast_id), self._keys.broadcasts_due],
+                keys=[
+                    self._keys.broadcast(broadcast_id),
+                    self._keys.broadcasts_due,
+                    self._keys.schedules,
+                    self._keys.schedules_due,
+                ],
                 args=[now_ms(), broadcast_id],
             )
         )
@@ -165,6 +195,7 @@ class BroadcastStore:
             finished_at=_int(raw.get("finished_at")),
             progress_chat=_int(raw.get("progress_chat")),
             progress_message=_int(raw.get("progress_message")),
+            at=_int(raw.get("at")),
         )
 
     async def paused_until(self) -> int:

@@ -44,6 +44,14 @@ class Subscribers:
         """Remember the person's choice."""
         await self._redis.hset(self._keys.chat(chat_id), "language", language)
 
+    async def timezone(self, chat_id: int) -> str | None:
+        """The IANA zone (or UTC offset) the person set with /timezone."""
+        return cast(str | None, await self._redis.hget(self._keys.chat(chat_id), "timezone"))
+
+    async def set_timezone(self, chat_id: int, zone: str) -> None:
+        """Remember the person's time zone."""
+        await self._redis.hset(self._keys.chat(chat_id), "timezone", zone)
+
     async def await_contact(self, chat_id: int, verification_id: str, ttl_ms: int) -> None:
         """The chat is asked to share its phone for ``verification_id``."""
         await self._redis.set(self._keys.chat_pending(chat_id), verification_id, px=ttl_ms)

@@ -17,11 +17,17 @@ _TEXTS: dict[str, dict[str, str]] = {
         "en": "/start - subscribe to announcements again\n"
         "/stop - unsubscribe\n"
         "/language - choose English or Chinese\n"
+        "/remind <when> <text> - e.g. /remind 10m tea, /remind tomorrow 9:00 call Anna\n"
+        "/reminders - your reminders; /cancel <id> - cancel one\n"
+        "/timezone <zone> - your time zone for reminders\n"
         "/help - this list\n\n"
         "To confirm a sign-up, open the Telegram link the site gave you.",
         "zh": "/start - 重新订阅通知\n"
         "/stop - 退订\n"
         "/language - 选择中文或英文\n"
+        "/remind <时间> <内容> - 例如 /remind 10分钟 喝茶、/remind 明天 9:00 给安娜打电话\n"
+        "/reminders - 查看提醒；/cancel <编号> - 取消提醒\n"
+        "/timezone <时区> - 设置提醒使用的时区\n"
         "/help - 查看本列表\n\n"
         "如需确认注册，请打开网站提供的 Telegram 链接。",
     },
@@ -82,6 +88,34 @@ _TEXTS: dict[str, dict[str, str]] = {
     },
     "choose_language": {"en": "Choose your language:", "zh": "请选择语言："},
     "language_set": {"en": "Language: English.", "zh": "语言已设置为简体中文。"},
+    "reminder_set": {
+        "en": "⏰ Reminder {id} set for {when}.",
+        "zh": "⏰ 已设置提醒 {id}：{when}。",
+    },
+    "reminder_text_missing": {
+        "en": "What should I remind you of? For example: /remind 10m take the cake out",
+        "zh": "要提醒您什么呢？例如：/remind 10分钟 把蛋糕拿出来",
+    },
+    "too_many_reminders": {
+        "en": "You have 50 reminders waiting already; /cancel some first.",
+        "zh": "您已有 50 条待发提醒，请先用 /cancel 取消一些。",
+    },
+    "no_reminders": {"en": "No reminders waiting.", "zh": "没有待发的提醒。"},
+    "reminders": {"en": "Your reminders:", "zh": "您的提醒："},
+    "reminder_canceled": {"en": "Reminder {id} canceled.", "zh": "提醒 {id} 已取消。"},
+    "reminder_not_found": {
+        "en": "No reminder {id} is waiting. /reminders lists yours.",
+        "zh": "没有待发的提醒 {id}。发送 /reminders 查看您的提醒。",
+    },
+    "cancel_usage": {
+        "en": "Usage: /cancel <id> (see /reminders).",
+        "zh": "用法：/cancel <编号>（见 /reminders）。",
+    },
+    "timezone_is": {
+        "en": "Your time zone: {zone}. Change it with /timezone Europe/Berlin (or UTC+8).",
+        "zh": "您的时区：{zone}。可用 /timezone Asia/Shanghai（或 UTC+8）修改。",
+    },
+    "timezone_set": {"en": "Time zone set: {zone}.", "zh": "时区已设置为：{zone}。"},
     "unknown": {
         "en": "I don't know that command. /help lists what I can do.",
         "zh": "无法识别该命令。发送 /help 查看可用命令。",

@@ -114,6 +114,8 @@ class TelegramSettings(BaseModel):
     # Messages per second a broadcast sends, across workers (Telegram allows about 30);
     # 0 sends as fast as Telegram accepts, still honouring its retry_after.
     broadcast_rate: Annotated[float, Field(ge=0, le=1_000)] = 25.0
+    # Reminder times are read in this zone until a person sets theirs with /timezone.
+    default_timezone: str = "UTC"
 
     @field_validator("webhook_secret")
     @classmethod

@@ -19,7 +19,7 @@ from taskiq.result import TaskiqResult
 from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
 
-from bot.broadcasts import LEASE_MS, STRETCH_SECONDS, BroadcastStore
+from bot.broadcasts import LEASE_MS, START_BROADCAST, STRETCH_SECONDS, BroadcastStore
 from bot.reminders import REMIND, Reminders
 from config.logging import setup_logging, task_id_var
 from config.settings import Settings, load_settings
@@ -98,6 +98,7 @@ class Tasks:
     daily_report: AsyncTaskiqDecoratedTask[Any, Any]
     remind: AsyncTaskiqDecoratedTask[Any, Any]
     signup_reminder: AsyncTaskiqDecoratedTask[Any, Any]
+    start_broadcast: AsyncTaskiqDecoratedTask[Any, Any]
 
 
 async def _cleanup(held: WorkerResources, settings: Settings) -> dict[str, int]:
@@ -197,6 +198,19 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
         logger.info("signup reminder", extra={"verification": verification_id, "outcome": outcome})
         return outcome
 
+    async def start_broadcast(broadcast_id: str) -> str:
+        """A scheduled broadcast's time has come: fix its audience and send it."""
+        held = resources()
+        if held.broadcasts is None:
+            return "worker not ready"
+        state, total = await held.broadcasts.start(broadcast_id)
+        if state == "queued":
+            logger.info(
+                "scheduled broadcast started", extra={"broadcast": broadcast_id, "total": total}
+            )
+            await handles.broadcast.kiq(broadcast_id)
+        return state
+
     handles = Tasks(
         deliver=broker.register_task(deliver, task_name=DELIVER),
         sweep_expired=broker.register_task(sweep_expired, task_name=SWEEP_EXPIRED),
@@ -206,6 +220,7 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
         daily_report=broker.register_task(daily_report, task_name=DAILY_REPORT),
         remind=broker.register_task(remind, task_name=REMIND),
         signup_reminder=broker.register_task(signup_reminder, task_name=SIGNUP_REMINDER),
+        start_broadcast=broker.register_task(start_broadcast, task_name=START_BROADCAST),
     )
     return handles
 

@@ -138,8 +138,26 @@ def broadcast_group() -> None:
 @broadcast_group.command("send")
 @click.argument("text")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def broadcast_send(text: str, yes: bool) -> None:
+@click.option(
+    "--at",
+    "when",
+    default=None,
+    help="Start later: '10m', 'tomorrow 9:00', '2026-12-01 18:00' (in --timezone).",
+)
+@click.option("--timezone", "zone", default="UTC", show_default=True)
+def broadcast_send(text: str, yes: bool, when: str | None, zone: str) -> None:
     """Send TEXT to every subscriber (the workers do the sending)."""
+    from datetime import UTC, datetime
+
+    from bot.when import WhenError, describe, parse_timezone, parse_when
+
+    at = None
+    if when is not None:
+        try:
+            tz = parse_timezone(zone)
+            at = parse_when(when, datetime.now(UTC), tz, command="broadcast_at").at
+        except WhenError as exc:
+            raise click.ClickException(exc.message("en").splitlines()[0]) from None
 
     async def action(redis: Redis, keys: Keys, settings: Settings) -> str:
         from bot.broadcasts import BroadcastStore
@@ -150,6 +168,9 @@ def broadcast_send(text: str, yes: bool) -> None:
         if not yes and not click.confirm(f"Send to {audience} subscribers?"):
             return "not sent"
         bid = await store.draft(created_by=0, text=text)
+        if at is not None:
+            await store.schedule(bid, at)
+            return f"broadcast {bid} scheduled for {describe(at, tz, 'en')}"
         state, total = await store.start(bid)
         # The workers' pump picks a queued broadcast up within a second.
         return f"broadcast {bid} {state} for {total} subscribers"

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from bot.broadcasts import BroadcastStore
+from bot.reminders import Reminders
 from bot.subscribers import Subscribers
 from config.settings import Settings
 from tasks.broker import build_broker
@@ -75,6 +76,7 @@ async def _start_bot(
         keys=redis_keys,
         subscribers=Subscribers(redis, redis_keys),
         broadcasts=app[keys.BROADCASTS],
+        reminders=Reminders(redis, redis_keys),
         kick_broadcast=tasks.broadcast.kiq,
     )
     if not service.bot_username:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
@@ -15,6 +16,10 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from redis.asyncio import Redis
 
 from bot.broadcasts import BroadcastStore
+from bot.handlers.reminders import zone_of
+from bot.subscribers import Subscribers
+from bot.when import WhenError, describe, parse_when
+from config.settings import Settings
 from verification.keys import Keys
 from verification.reports import read_snapshot
 
@@ -109,6 +114,36 @@ async def cancel(message: Message, command: CommandObject, broadcasts: Broadcast
     await message.answer(answers.get(state, f"Broadcast {bid} is {state.replace('_', ' ')}."))
 
 
+async def broadcast_at(
+    message: Message,
+    command: CommandObject,
+    broadcasts: BroadcastStore,
+    subscribers: Subscribers,
+    settings: Settings,
+) -> None:
+    """``/broadcast_at <when> <text>``: a broadcast that starts later (cancelable till then)."""
+    assert message.from_user is not None  # noqa: S101 - the admin filter needs it
+    tz = await zone_of(message.chat.id, subscribers, settings)
+    try:
+        parsed = parse_when(command.args or "", datetime.now(UTC), tz, "en", command="broadcast_at")
+    except WhenError as exc:
+        await message.answer(exc.message("en"))
+        return
+    if not parsed.text:
+        await message.answer(
+            "Usage: /broadcast_at <when> <text>, e.g. /broadcast_at tomorrow 9:00 Hello"
+        )
+        return
+    bid = await broadcasts.draft(message.from_user.id, text=parsed.text)
+    await broadcasts.schedule(bid, parsed.at)
+    reply = await message.answer(
+        f"Broadcast {bid} scheduled for {describe(parsed.at, tz, 'en')}; "
+        f"/cancel_broadcast {bid} stops it."
+    )
+    # Its progress and report will edit this message.
+    await broadcasts.set_progress_message(bid, reply.chat.id, reply.message_id)
+
+
 async def stats(message: Message, redis: Redis, keys: Keys) -> None:
     """Subscribers, today's verifications, queue depth, failed deliveries."""
     snapshot = await read_snapshot(redis, keys)
@@ -126,4 +161,5 @@ def build_router(admin_ids: list[int]) -> Router:
     router.message.register(recent, Command("broadcasts"))
     router.message.register(cancel, Command("cancel_broadcast"))
     router.message.register(stats, Command("stats"))
+    router.message.register(broadcast_at, Command("broadcast_at"))
     return router

@@ -23,6 +23,7 @@ from aiogram.types import (
     User,
 )
 
+from bot.handlers import reminders as reminder_commands
 from bot.subscribers import Subscribers
 from bot.texts import LANGUAGES, language_of, text
 from config.settings import Settings
@@ -254,5 +255,6 @@ def build_router() -> Router:
     router.message.register(language, Command("language"))
     router.callback_query.register(set_language, F.data.regexp(r"^lang:(en|zh)$"))
     router.my_chat_member.register(blocked, ChatMemberUpdatedFilter(member_status_changed=KICKED))
+    reminder_commands.register(router)
     router.message.register(unknown_command, F.text.startswith("/"))
     return router

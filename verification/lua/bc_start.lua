@@ -6,7 +6,7 @@
 -- ARGV: 1 now_ms, 2 broadcast id
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == false then return {'not_found'} end
-if state ~= 'draft' then return {'refused', state} end
+if state ~= 'draft' and state ~= 'scheduled' then return {'refused', state} end
 local chats = redis.call('ZRANGE', KEYS[3], 0, -1)
 if redis.call('HGET', KEYS[1], 'kind') == 'text' then
   for _, address in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
