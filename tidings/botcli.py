@@ -155,7 +155,12 @@ def broadcast_send(text: str, yes: bool, when: str | None, zone: str) -> None:
     if when is not None:
         try:
             tz = parse_timezone(zone)
-            at = parse_when(when, datetime.now(UTC), tz, command="broadcast_at").at
+            parsed = parse_when(when, datetime.now(UTC), tz, command="broadcast_at")
+            if parsed.text:
+                raise click.ClickException(
+                    f"--at: could not read {parsed.text!r} as part of a time"
+                )
+            at = parsed.at
         except WhenError as exc:
             raise click.ClickException(exc.message("en").splitlines()[0]) from None
 

@@ -12,7 +12,7 @@ from aiogram.types import Message
 from bot.reminders import Reminders, TooMany
 from bot.subscribers import Subscribers
 from bot.texts import text
-from bot.when import WhenError, describe, parse_timezone, parse_when
+from bot.when import WhenError, describe, parse_timezone, parse_when, zone_label
 from config.settings import Settings
 
 
@@ -92,7 +92,7 @@ async def timezone(
     wanted = (command.args or "").strip()
     if not wanted:
         tz = await zone_of(message.chat.id, subscribers, settings)
-        await message.answer(text("timezone_is", lang, zone=tz.key))
+        await message.answer(text("timezone_is", lang, zone=zone_label(tz)))
         return
     try:
         tz = parse_timezone(wanted)
@@ -100,7 +100,7 @@ async def timezone(
         await message.answer(exc.message(lang))
         return
     await subscribers.set_timezone(message.chat.id, tz.key)
-    await message.answer(text("timezone_set", lang, zone=tz.key))
+    await message.answer(text("timezone_set", lang, zone=zone_label(tz)))
 
 
 def register(router: Router) -> None:
