@@ -210,12 +210,26 @@ async def test_missing_placeholder_is_final_and_named(ronglian: RonglianEmulator
 
 
 async def test_purpose_without_template_is_final(ronglian: RonglianEmulator) -> None:
-    message = SmsMessage(to=PHONE, purpose="reminder", params={"code": CODE}, text="")
+    message = SmsMessage(to=PHONE, purpose="newsletter", params={"code": CODE}, text="")
     error = await send_failing(RonglianSender(ronglian.settings()), message)
 
     assert not error.retryable
-    assert "reminder" in error.reason
+    assert "newsletter" in error.reason
     assert ronglian.received == 0
+
+
+async def test_a_reminder_uses_the_verification_template_unless_it_has_its_own(
+    ronglian: RonglianEmulator,
+) -> None:
+    params = {"code": CODE, "minutes": "10"}
+    message = SmsMessage(to=PHONE, purpose="reminder", params=params, text="")
+    sender = RonglianSender(ronglian.settings())
+    try:
+        await sender.send(message)
+    finally:
+        await sender.close()
+    [sent] = ronglian.messages
+    assert (sent.template_id, sent.datas) == ("1", [CODE, "10"])
 
 
 async def test_unparseable_number_is_final(ronglian: RonglianEmulator) -> None:
