@@ -40,8 +40,16 @@ def _run_with_bot(action: Callable[..., Awaitable[T]]) -> T:
             bot = create_bot(settings)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
+        from aiogram.exceptions import TelegramAPIError
+
         try:
             return await action(bot, settings)
+        except TelegramAPIError as exc:
+            # Telegram's own reason (bad URL, bad token, unreachable) in one line.
+            reason = exc.message
+            if settings.telegram.token is not None:  # a URL in a network error carries it
+                reason = reason.replace(settings.telegram.token.get_secret_value(), "[redacted]")
+            raise click.ClickException(f"Telegram: {reason}") from None
         finally:
             await bot.session.close()
 

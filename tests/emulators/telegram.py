@@ -25,7 +25,22 @@ Every answer is ``{"ok": true, "result": …}`` with a result valid for aiogram'
 Implemented methods: ``getMe``, ``sendMessage``, ``copyMessage``, ``sendPhoto``,
 ``sendDocument``, ``editMessageText``, ``deleteMessage``, ``answerCallbackQuery``,
 ``sendChatAction``, ``setWebhook``, ``deleteWebhook``, ``getWebhookInfo``,
-``setMyCommands``, ``getMyCommands``, ``deleteMyCommands``.
+``setMyCommands``, ``getMyCommands``, ``deleteMyCommands``, ``getUpdates``.
+
+Long polling: :meth:`TelegramEmulator.queue_update` puts an update (from
+:meth:`~TelegramEmulator.message_update` and friends) in the bot's queue, and ``getUpdates``
+answers as Telegram does: ``offset`` confirms (drops) every update with a smaller
+``update_id`` (a negative offset keeps only the last ``-offset`` ones), ``limit`` (1-100,
+default 100) caps the answer, ``timeout`` holds the request up to that many seconds while
+nothing is pending (default 0: answer at once), and ``allowed_updates`` (like
+``setWebhook``'s, remembered until changed) decides which updates queued *afterwards* are
+kept: by default every type but ``chat_member``, ``message_reaction`` and
+``message_reaction_count``. While a webhook is set, ``getUpdates`` answers 409 ``Conflict:
+can't use getUpdates method while webhook is active; use deleteWebhook to delete the webhook
+first``; a second ``getUpdates`` ends a held one with 409 ``Conflict: terminated by other
+getUpdates request; make sure that only one bot instance is running``. ``drop_pending_updates``
+on ``setWebhook``/``deleteWebhook`` empties the queue, and ``getWebhookInfo`` counts it in
+``pending_update_count``.
 
 Scripted faults:
 
@@ -37,6 +52,9 @@ Scripted faults:
   ``"429:<retry_after>"``, any HTTP status (``"500"``, ``"400"``, ``"400:<description>"``),
   ``"timeout"`` (held, never answered until :meth:`release`/:meth:`stop`) or ``"drop"``
   (connection closed without an answer).
+- :meth:`TelegramEmulator.pause` -> calls of these methods wait (unanswered) until
+  :meth:`~TelegramEmulator.resume`, then are answered as usual: puts calls from separate
+  processes in a known order without sleeping.
 - :meth:`TelegramEmulator.rate_limit` -> flood control: once ``per_second`` messages were
   accepted in the trailing second, sends answer 429 with ``retry_after``, and keep doing so
   until that many seconds have passed since the first 429 (a client that retries early is
@@ -54,6 +72,8 @@ parameters, secret token characters) are plausible texts, not confirmed ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import json
 import math
 import re
@@ -163,6 +183,17 @@ NOT_MODIFIED = (
     "are exactly the same as a content and reply markup of the current message"
 )
 CHAT_MEMBER_STATUSES = ("member", "kicked", "left", "administrator")
+WEBHOOK_ACTIVE = (
+    "Conflict: can't use getUpdates method while webhook is active; "
+    "use deleteWebhook to delete the webhook first"
+)
+POLL_TERMINATED = (
+    "Conflict: terminated by other getUpdates request; "
+    "make sure that only one bot instance is running"
+)
+# Update types Telegram leaves out unless they are named in allowed_updates.
+OPT_IN_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
+MAX_UPDATES = 100
 
 ChatId = int | str
 
@@ -369,9 +400,14 @@ class TelegramEmulator:
                 "setMyCommands": self._set_my_commands,
                 "getMyCommands": self._get_my_commands,
                 "deleteMyCommands": self._delete_my_commands,
+                "getUpdates": self._get_updates,
             }.items()
         }
         self._release = asyncio.Event()
+        self._updates_changed = asyncio.Event()
+        self._poll_generation = 0  # the newest getUpdates; older held ones are terminated
+        self._paused: dict[str, asyncio.Event] = {}
+        self._closing = False
         self._changed: asyncio.Condition | None = None
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -397,6 +433,8 @@ class TelegramEmulator:
         self._channels: dict[str, int] = {}
         self._update_id = 700_000_000
         self._query_id = 4_382_000_000_000_000_000
+        self._updates: deque[dict[str, Any]] = deque()
+        self._allowed_updates: list[str] | None = None  # the bot's setting; None: default
 
     # -- configuration -------------------------------------------------------------------
 
@@ -438,15 +476,81 @@ class TelegramEmulator:
         self._rate = None if per_second is None else (per_second, retry_after)
         self._flood_until = 0.0
 
+    def pause(self, *methods: str) -> None:
+        """Hold calls of these methods (case-insensitive) until :meth:`resume`.
+
+        Held calls are in :attr:`calls` (``status`` None) and are answered normally once
+        resumed, e.g. to let a process reach Telegram only after another one did.
+        """
+        for method in methods:
+            self._paused.setdefault(method.lower(), asyncio.Event())
+
+    def resume(self, *methods: str) -> None:
+        """Answer the calls held by :meth:`pause` (all paused methods if none is named)."""
+        for method in [m.lower() for m in methods] or list(self._paused):
+            gate = self._paused.pop(method, None)
+            if gate is not None:
+                gate.set()
+
     def release(self) -> None:
         """Let calls held by a ``"timeout"`` fault finish (their client has usually gone)."""
         self._release.set()
         self._release = asyncio.Event()
 
     def reset(self) -> None:
-        """Forget calls, messages, webhook, commands and all scripted faults; release held calls."""
+        """Forget calls, messages, webhook, commands, queued updates and all scripted faults.
+
+        Held and paused calls are released; a held ``getUpdates`` answers from the (now empty)
+        queue when its timeout ends.
+        """
         self.release()
+        self.resume()
         self._clear()
+        self._wake_pollers()
+
+    def queue_update(self, update: dict[str, Any]) -> dict[str, Any] | None:
+        """Queue ``update`` for ``getUpdates``, as Telegram does when something happens.
+
+        ``update`` is usually from :meth:`message_update`, :meth:`callback_update`…; one without
+        ``update_id`` gets the next one. Ids must increase in queue order (ValueError).
+        Returns the queued update, or None when the bot's ``allowed_updates`` excludes its
+        type (Telegram never creates it then). A held ``getUpdates`` answers at once.
+        """
+        update = dict(update)
+        last = self._updates[-1]["update_id"] if self._updates else None
+        if "update_id" not in update:
+            update["update_id"] = self._next_update_id(None)
+        elif not isinstance(update["update_id"], int):
+            raise ValueError("update_id must be an integer")
+        else:
+            self._next_update_id(update["update_id"])
+        if last is not None and update["update_id"] <= last:
+            raise ValueError(
+                f"update_id {update['update_id']} is not above the last queued one ({last})"
+            )
+        kinds = [key for key in update if key != "update_id"]
+        if len(kinds) != 1:
+            raise ValueError(f"an update holds exactly one event, not {kinds}")
+        if not self._wanted(kinds[0]):
+            return None
+        self._updates.append(update)
+        self._wake_pollers()
+        return update
+
+    @property
+    def pending_updates(self) -> list[dict[str, Any]]:
+        """Queued updates not confirmed yet (by an ``offset`` above their id), oldest first."""
+        return list(self._updates)
+
+    def _wanted(self, kind: str) -> bool:
+        allowed = self._allowed_updates
+        if not allowed:  # not set, or [] ("all but the opt-in types"), as on Telegram
+            return kind not in OPT_IN_UPDATES
+        return kind in allowed
+
+    def _wake_pollers(self) -> None:
+        self._updates_changed.set()
+        self._updates_changed = asyncio.Event()
 
     # -- what tests read -------------------------------------------------------------------
 
@@ -804,6 +908,8 @@ class TelegramEmulator:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._changed = asyncio.Condition()
         self._release = asyncio.Event()
+        self._updates_changed = asyncio.Event()
+        self._closing = False
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -811,8 +917,11 @@ class TelegramEmulator:
         self._port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        """Release held calls and stop listening."""
+        """Release held calls (a held ``getUpdates`` answers what is queued) and stop listening."""
         self._release.set()
+        self.resume()
+        self._closing = True
+        self._wake_pollers()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -857,6 +966,9 @@ class TelegramEmulator:
                 await self._notify()
             if not call.token_ok:
                 raise _ApiError(401, DESCRIPTIONS[401])
+            gate = self._paused.get(canonical.lower())
+            if gate is not None:
+                await gate.wait()
             fault = self._take_fault(canonical)
             if fault is not None:
                 call.fault = fault
@@ -867,6 +979,8 @@ class TelegramEmulator:
             if canonical in SEND_METHODS:
                 self._check_flood()
             result = handler(call)
+            if inspect.isawaitable(result):  # getUpdates, which may hold the request
+                result = await result
         except _ApiError as error:
             call.status = error.status
             call.description = error.description
@@ -1252,6 +1366,7 @@ class TelegramEmulator:
             self.webhook = WebhookState(
                 drop_pending_updates=call.params.get("drop_pending_updates")
             )
+            self._drop_pending(call)
             return True
         if self.require_https_webhook:
             parts = urlsplit(str(url))
@@ -1285,17 +1400,61 @@ class TelegramEmulator:
             ip_address=call.params.get("ip_address"),
             drop_pending_updates=call.params.get("drop_pending_updates"),
         )
+        if allowed is not None:
+            self._allowed_updates = list(allowed)
+        self._drop_pending(call)
         return True
 
     def _delete_webhook(self, call: ApiCall) -> bool:
         self.webhook = WebhookState(drop_pending_updates=call.params.get("drop_pending_updates"))
+        self._drop_pending(call)
         return True
+
+    def _drop_pending(self, call: ApiCall) -> None:
+        if call.params.get("drop_pending_updates") is True:
+            self._updates.clear()
+
+    async def _get_updates(self, call: ApiCall) -> list[dict[str, Any]]:
+        if self.webhook.url:
+            raise _ApiError(409, WEBHOOK_ACTIVE)
+        offset, limit, timeout = (call.params.get(k) for k in ("offset", "limit", "timeout"))
+        for key, value in (("offset", offset), ("limit", limit), ("timeout", timeout)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise _ApiError(400, f"Bad Request: {key} must be an integer")
+        allowed = call.params.get("allowed_updates")
+        if allowed is not None:
+            if not (isinstance(allowed, list) and all(isinstance(a, str) for a in allowed)):
+                raise _ApiError(400, "Bad Request: can't parse allowed updates")
+            self._allowed_updates = list(allowed)
+        if offset is not None and offset < 0:
+            # The last -offset updates; all the earlier ones are forgotten.
+            while len(self._updates) > -offset:
+                self._updates.popleft()
+        elif offset:
+            while self._updates and self._updates[0]["update_id"] < offset:
+                self._updates.popleft()
+        limit = MAX_UPDATES if limit is None else min(max(limit, 1), MAX_UPDATES)
+        # A newer getUpdates ends this one (and this one ends any older one still held).
+        self._poll_generation += 1
+        mine = self._poll_generation
+        self._wake_pollers()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout or 0, 0)
+        while not self._updates and not self._closing:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._updates_changed.wait(), remaining)
+            if mine != self._poll_generation:
+                raise _ApiError(409, POLL_TERMINATED)
+        return [dict(update) for update in list(self._updates)[:limit]]
 
     def _get_webhook_info(self, call: ApiCall) -> dict[str, Any]:
         info: dict[str, Any] = {
             "url": self.webhook.url,
             "has_custom_certificate": False,
-            "pending_update_count": 0,
+            "pending_update_count": len(self._updates),
         }
         if self.webhook.url:
             info["max_connections"] = self.webhook.max_connections or 40
