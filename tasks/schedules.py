@@ -23,10 +23,11 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, ScheduledTask, ScheduleSource
-from taskiq.exceptions import ScheduledTaskCancelledError
+from taskiq.exceptions import ScheduledTaskCancelledError, SendTaskError
 from taskiq.kicker import AsyncKicker
 
 from verification.keys import Keys
@@ -122,9 +123,10 @@ class RedisScheduleSource(ScheduleSource):
             if not reply:
                 raise ScheduledTaskCancelledError
             return
-        slot = _run_slot(task)
+        slot, seconds = _run_slot(task)
         fired = self._keys.schedule_fired(task.schedule_id, slot)
-        if not await self._redis.set(fired, "1", nx=True, ex=7 * 86_400):
+        # The marker only has to outlive its run's window (restarts, the other scheduler).
+        if not await self._redis.set(fired, "1", nx=True, ex=max(2 * seconds, 120)):
             raise ScheduledTaskCancelledError
 
     async def post_send(self, task: ScheduledTask) -> None:
@@ -166,17 +168,27 @@ class RedisScheduleSource(ScheduleSource):
                 delay = 0.5
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError):
+            except Exception:  # the dispatcher must outlive any one failure
                 logger.warning(
-                    "schedules: Redis unreachable; retrying", extra={"in_seconds": delay}
+                    "schedules: dispatch failed; retrying",
+                    extra={"in_seconds": delay},
+                    exc_info=True,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _send(self, claimed: list[tuple[str, str]]) -> None:
-        sent = []
+        finished = []
         for schedule_id, raw in claimed:
-            task = ScheduledTask.model_validate_json(raw)
+            try:
+                task = ScheduledTask.model_validate_json(raw)
+            except ValidationError:
+                logger.error(
+                    "schedules: dropping a schedule that cannot be read",
+                    extra={"schedule": schedule_id},
+                )
+                finished.append(schedule_id)
+                continue
             try:
                 await (
                     AsyncKicker(task.task_name, self._broker, task.labels)
@@ -184,13 +196,13 @@ class RedisScheduleSource(ScheduleSource):
                     .with_task_id(task_id=task.task_id)
                     .kiq(*task.args, **task.kwargs)
                 )
-            except (RedisError, OSError):
-                # Not confirmed: the lease gives it back and it is sent again later.
+            except (SendTaskError, RedisError, OSError):
+                # Not confirmed: the lease gives this one (and the rest of the batch) back.
                 logger.warning("schedules: could not send; will retry", exc_info=True)
                 break
-            sent.append(schedule_id)
-        if sent:
-            await self._done(sent)
+            finished.append(schedule_id)
+        if finished:
+            await self._done(finished)
 
 
 def _ms(at: datetime) -> int:
@@ -198,11 +210,15 @@ def _ms(at: datetime) -> int:
     return int(aware.timestamp() * 1000)
 
 
-def _run_slot(task: ScheduledTask) -> int:
-    """Which run of a periodic schedule this is: the minute (cron) or the interval slot."""
+def _run_slot(task: ScheduledTask) -> tuple[int, int]:
+    """Which run of a periodic schedule this is, and the run's length in seconds.
+
+    The minute for cron schedules, else the interval slot.
+    """
     now = int(datetime.now(UTC).timestamp())
     interval = task.interval
     if interval is not None:
         seconds = interval if isinstance(interval, int) else int(interval.total_seconds())
-        return now // max(seconds, 1)
-    return now // 60
+        seconds = max(seconds, 1)
+        return now // seconds, seconds
+    return now // 60, 60
