@@ -105,14 +105,23 @@ async def test_an_approved_signup_gets_no_reminder(
     )
     assert (await check.json())["status"] == "approved"
 
-    await bring_forward(redis, settings, accepted["id"])
+    # Approval removed the reminder's schedule with it.
     keys = Keys(settings.redis_prefix)
+    assert await redis.zscore(keys.schedules_due, f"remind_{accepted['id']}") is None
+    assert await redis.hget(keys.schedules, f"remind_{accepted['id']}") is None
 
-    async def fired() -> bool:
-        return await redis.zscore(keys.schedules_due, f"remind_{accepted['id']}") is None
-
-    await wait_for(fired, 10, "the reminder's schedule to fire")
-    # A control signup sent after the reminder fired arrives: the worker has caught up.
+    # A control signup arrives: the worker has caught up, and sent no reminder.
     await signup(client, email="control@example.com", user_id="control")
     await wait_for(lambda: mails_to(smtp, "control@example.com"), 10, "the control email")
     assert mails_to(smtp, "done@example.com") == ["Your Acme Shop verification code"]
+
+
+async def test_a_canceled_signup_loses_its_reminder(
+    client: TestClient, settings: Settings, redis: Redis
+) -> None:
+    accepted = await signup(client, email="gone@example.com", remind_after=600)
+    keys = Keys(settings.redis_prefix)
+    assert await redis.zscore(keys.schedules_due, f"remind_{accepted['id']}") is not None
+    response = await client.post(f"/v1/verifications/{accepted['id']}/cancel", headers=auth())
+    assert response.status == 200
+    assert await redis.zscore(keys.schedules_due, f"remind_{accepted['id']}") is None

@@ -51,6 +51,14 @@ local function count_verification(stats_key, now, status, channel)
   redis.call('PEXPIRE', day_key, 8 * 86400000)
 end
 
+-- A verification that is no longer pending needs no remind_after reminder: drop its
+-- schedule. The schedule keys derive from the verification's key (single-node).
+local function drop_signup_reminder(vkey, vid)
+  local prefix = string.sub(vkey, 1, #vkey - #vid - 3)
+  redis.call('HDEL', prefix .. ':sched:data', 'remind_' .. vid)
+  redis.call('ZREM', prefix .. ':sched:due', 'remind_' .. vid)
+end
+
 -- The outbound event of a verification's one final status change, queued with it
 -- (a transactional outbox: no status change without its event, no event without one).
 local EVENT_TTL_MS = 4 * 86400 * 1000
@@ -72,6 +80,7 @@ local function settle_expiry(vkey, v, now, expiring_key, stats_key, vid, ekey, e
     redis.call('HDEL', vkey, 'code_hash')
     redis.call('ZREM', expiring_key, vid)
     count_verification(stats_key, now, 'expired', v.channel)
+    drop_signup_reminder(vkey, vid)
     emit_event(ekey, edue, now, vid, v, 'expired')
     v.status = 'expired'
   end
@@ -85,6 +94,7 @@ local function approve(vkey, v, now, expiring_key, stats_key, vid, ekey, edue, h
   redis.call('HDEL', vkey, 'code_hash')
   redis.call('ZREM', expiring_key, vid)
   count_verification(stats_key, now, 'approved', v.channel)
+  drop_signup_reminder(vkey, vid)
   emit_event(ekey, edue, now, vid, v, 'approved')
   if mail_subs and v.subscribe == '1' and (v.channel == 'email' or v.channel == 'link')
       and v.email and v.email ~= '' then

@@ -10,5 +10,6 @@ redis.call('HSET', KEYS[1], 'status', 'canceled', 'updated_at', now)
 redis.call('HDEL', KEYS[1], 'code_hash')
 redis.call('ZREM', KEYS[2], ARGV[3])
 count_verification(KEYS[3], now, 'canceled', v.channel)
+drop_signup_reminder(KEYS[1], ARGV[3])
 emit_event(KEYS[4], KEYS[5], now, ARGV[3], v, 'canceled')
 return {'canceled'}

@@ -21,6 +21,7 @@ if left <= 0 then
   redis.call('HDEL', KEYS[1], 'code_hash')
   redis.call('ZREM', KEYS[2], ARGV[4])
   count_verification(KEYS[3], now, 'max_attempts_reached', v.channel)
+  drop_signup_reminder(KEYS[1], ARGV[4])
   emit_event(KEYS[4], KEYS[5], now, ARGV[4], v, 'max_attempts_reached')
   return {'invalid', 'max_attempts_reached', '0'}
 end

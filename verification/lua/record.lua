@@ -40,6 +40,7 @@ if outcome == 'failed' then
     redis.call('HDEL', KEYS[5], 'code_hash')
     redis.call('ZREM', KEYS[6], d.verification_id)
     count_verification(KEYS[3], now, 'failed', v.channel)
+    drop_signup_reminder(KEYS[5], d.verification_id)
     emit_event(KEYS[7], KEYS[8], now, d.verification_id, v, 'failed')
   end
   return {'failed'}
