@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -71,3 +73,15 @@ async def test_scheduler_process_runs_periodic_sweep(settings: Settings, smtp: S
 
 async def _status_is(redis: Redis, key: str, status: str) -> bool:
     return bool(await redis.hget(key, "status") == status)
+
+
+async def test_scheduler_stops_cleanly_on_sigterm(settings: Settings) -> None:
+    """``docker stop`` sends SIGTERM: the scheduler shuts its sources down and exits 0."""
+    async with running("tidings", "scheduler", settings=settings) as process:
+        assert process.stderr is not None
+        started = await asyncio.wait_for(process.stderr.readuntil(b"Startup completed."), 30)
+        assert started
+        process.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(process.stderr.read(), 20)
+        assert await process.wait() == 0
+        assert b"Scheduler shut down" in rest, rest.decode()[-500:]

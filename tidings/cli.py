@@ -118,8 +118,16 @@ def worker(ctx: click.Context) -> None:
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def scheduler(ctx: click.Context) -> None:
-    """Run the scheduler for periodic jobs (extra options go to ``taskiq scheduler``)."""
+    """Run the scheduler: reminders, scheduled broadcasts, periodic jobs.
+
+    Extra options go to ``taskiq scheduler``.
+    """
+    import signal
+
     _settings().require_redis_url()
+    # taskiq shuts the scheduler down cleanly on Ctrl-C only; make SIGTERM (docker stop,
+    # systemd) take the same path, so claims in flight are confirmed or handed back.
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     _taskiq(["scheduler", "tasks.scheduling:create_scheduler", "--no-configure-logging", *ctx.args])
 
 
