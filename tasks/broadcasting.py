@@ -84,17 +84,21 @@ class Broadcaster:
         rate = self._settings.telegram.broadcast_rate
         return round(1000 / rate) if rate > 0 else 0
 
+    def _lease_keys(self, broadcast_id: str) -> list[str]:
+        """What claiming and finishing a stretch touch: the broadcast, its lease, in-flight."""
+        keys = self._keys
+        return [
+            keys.broadcast(broadcast_id),
+            keys.broadcasts_due,
+            keys.broadcast_inflight(broadcast_id),
+        ]
+
     async def run(self, broadcast_id: str) -> str:
         """Send a stretch of ``broadcast_id``; returns ``done``, ``continues`` or why not."""
-        keys = self._keys
         token = secrets.token_hex(8)
         claim = as_text(
             await self._scripts.bc_claim(
-                keys=[
-                    keys.broadcast(broadcast_id),
-                    keys.broadcasts_due,
-                    keys.broadcast_inflight(broadcast_id),
-                ],
+                keys=self._lease_keys(broadcast_id),
                 args=[now_ms(), LEASE_MS, token, broadcast_id],
             )
         )
@@ -113,11 +117,7 @@ class Broadcaster:
         finished = run.stop and loop.time() < run.deadline
         reply = as_text(
             await self._scripts.bc_finish(
-                keys=[
-                    keys.broadcast(broadcast_id),
-                    keys.broadcasts_due,
-                    keys.broadcast_inflight(broadcast_id),
-                ],
+                keys=self._lease_keys(broadcast_id),
                 args=[now_ms(), token, "done" if finished else "release", broadcast_id],
             )
         )
