@@ -30,8 +30,9 @@ from redis.asyncio import Redis
 
 HOUR_MS = 3_600_000
 TOLERANCE_SECONDS = 300
-# Length of the Fernet token Tidings stores for '{"code": "123456"}': same bytes in Redis.
-SEALED_LEN = 120
+# Length of the sealed payload Tidings stores for {"code", "link"} (AES-GCM, "v1." + base64url):
+# the same bytes in Redis.
+SEALED_LEN = 167
 
 
 # --------------------------------------------------------------------------- Tidings
@@ -150,9 +151,15 @@ def floor_app(cfg: dict[str, Any]) -> web.Application:
             "expires_at": str(expires_at),
             "last_send_at": str(now),
             "metadata": json.dumps(data.get("metadata")),
+            "subscribe": "",
             "remind_after": "",
+            "email": email,
+            "phone": "",
+            # Same size as Tidings' keyed hash of the magic link.
+            "link_hash": hashlib.sha256(f"{vid}:link".encode()).hexdigest(),
         }
         delivery = {
+            "purpose": "code",
             "id": did,
             "verification_id": vid,
             "channel": "email",
@@ -192,13 +199,13 @@ def floor_app(cfg: dict[str, Any]) -> web.Application:
             ],
             "telegram_link": None,
         }
-        # What taskiq's kiq() puts on the stream: the same shape and size (~206 bytes);
+        # What taskiq's kiq() puts on the stream: the same shape and size (~177 bytes);
         # create.lua appends it to the stream in the same script, as Tidings does.
         message = {
             "task_id": uuid.uuid4().hex,
             "task_name": "tidings.deliver",
-            "labels": {"timeout": "60.0"},
-            "labels_types": {"timeout": 4},
+            "labels": {},
+            "labels_types": {},
             "args": [did],
             "kwargs": {},
         }
@@ -216,6 +223,9 @@ def floor_app(cfg: dict[str, Any]) -> web.Application:
                 f"{prefix}:v:expiring",
                 f"{prefix}:stats",
                 queue,
+                f"{prefix}:rl:prefix:-:{hour}",
+                f"{prefix}:sched:data",
+                f"{prefix}:sched:due",
             ],
             args=[
                 now,
@@ -234,6 +244,11 @@ def floor_app(cfg: dict[str, Any]) -> web.Application:
                 expires_at,
                 json.dumps(message),
                 1_000_000,
+                0,  # no phone-prefix limit (email)
+                0,
+                "",  # no remind_after
+                "",
+                0,
             ],
         )
         if reply[0] == "replay":

@@ -281,13 +281,13 @@ class VerificationService:
             delivery = self._new_delivery(vid, signup.channel, 1, code, link, now)
             message = self._queue.message(delivery["id"])
         public = {k: v for k, v in delivery.items() if k != "secret"}
+        resource = verification_resource(verification, [public] if delivery else [], now)
         # The stored answer (for a repeated webhook-id) leaves the deep link out: it is a
         # bearer capability, recomputed when the answer is given again.
-        stored = json.dumps(verification_resource(verification, [public] if delivery else [], now))
-        resource = verification_resource(
-            verification, [public] if delivery else [], now, self.telegram_link(verification)
-        )
-        body = json.dumps(resource)
+        stored = body = json.dumps(resource)
+        if signup.channel == Channel.TELEGRAM:
+            resource["telegram_link"] = self.telegram_link(verification)
+            body = json.dumps(resource)
         hour = now // HOUR_MS
         keys = self._keys
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(signup.channel, destination, hour)
