@@ -10,6 +10,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from taskiq import ScheduledTask
 
+from tasks.schedules import stage_schedule
 from verification.keys import Keys
 from verification.models import iso, now_ms
 from verification.scripts import Scripts, as_text
@@ -134,8 +135,7 @@ class BroadcastStore:
             pipe.hset(
                 keys.broadcast(broadcast_id), mapping={"state": "scheduled", "at": str(at_ms)}
             )
-            pipe.hset(keys.schedules, broadcast_id, task.model_dump_json())
-            pipe.zadd(keys.schedules_due, {broadcast_id: at_ms})
+            stage_schedule(pipe, keys, task)
             await pipe.execute()
 
     async def start(self, broadcast_id: str) -> tuple[str, int]:

@@ -10,6 +10,7 @@ from typing import cast
 from redis.asyncio import Redis
 from taskiq import ScheduledTask
 
+from tasks.schedules import stage_schedule
 from verification.keys import Keys
 from verification.models import now_ms
 from verification.scripts import Scripts, as_text
@@ -80,8 +81,7 @@ class Reminders:
             pipe.pexpireat(record, at_ms + KEEP_AFTER_MS)
             pipe.zadd(keys.chat_reminders(chat_id), {reminder_id: at_ms})
             pipe.pexpireat(keys.chat_reminders(chat_id), at_ms + KEEP_AFTER_MS)
-            pipe.hset(keys.schedules, reminder_id, schedule.model_dump_json())
-            pipe.zadd(keys.schedules_due, {reminder_id: at_ms})
+            stage_schedule(pipe, keys, schedule)
             await pipe.execute()
         return reminder_id
 

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, ScheduledTask, ScheduleSource
 from taskiq.exceptions import ScheduledTaskCancelledError, SendTaskError
@@ -83,14 +84,8 @@ class RedisScheduleSource(ScheduleSource):
 
     async def add_schedule(self, schedule: ScheduledTask) -> None:
         """Store a schedule; a one-off (``time``) fires once at that time."""
-        keys = self._keys
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.schedules, schedule.schedule_id, schedule.model_dump_json())
-            if schedule.time is not None:
-                due = _ms(schedule.time)
-                pipe.zadd(keys.schedules_due, {schedule.schedule_id: due})
-            else:
-                pipe.sadd(keys.schedules_periodic, schedule.schedule_id)
+            stage_schedule(pipe, self._keys, schedule)
             await pipe.execute()
 
     async def delete_schedule(self, schedule_id: str) -> None:
@@ -203,6 +198,19 @@ class RedisScheduleSource(ScheduleSource):
             finished.append(schedule_id)
         if finished:
             await self._done(finished)
+
+
+def stage_schedule(pipe: Pipeline, keys: Keys, schedule: ScheduledTask) -> None:
+    """Queue the writes that store ``schedule`` on ``pipe``.
+
+    For callers that store a schedule in one transaction with their own record (a
+    reminder, a scheduled broadcast).
+    """
+    pipe.hset(keys.schedules, schedule.schedule_id, schedule.model_dump_json())
+    if schedule.time is not None:
+        pipe.zadd(keys.schedules_due, {schedule.schedule_id: _ms(schedule.time)})
+    else:
+        pipe.sadd(keys.schedules_periodic, schedule.schedule_id)
 
 
 def _ms(at: datetime) -> int:
