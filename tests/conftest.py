@@ -26,7 +26,9 @@ from aiosmtpd.smtp import Envelope, Session
 from taskiq.api import run_receiver_task
 
 from config.settings import Settings, load_settings
-from tasks.worker import build_worker_broker, stop_task
+from tasks.broker import build_broker
+from tasks.scheduling import schedule_source
+from tasks.worker import build_worker_broker, register_tasks, stop_task
 from tidings.devsite import new_api_key, new_webhook_secret
 from tidings.embedded_redis import free_port, redis_server_binary
 from tidings.signup_client import signed_headers
@@ -230,6 +232,19 @@ async def start_worker() -> AsyncIterator[Callable[[Settings], Awaitable[None]]]
         broker.stop_listening()  # a blocked stream read may swallow the cancel on 3.11
         await stop_task(task)
         await broker.shutdown()
+
+
+@pytest.fixture
+async def scheduler(settings: Settings) -> AsyncIterator[None]:
+    """The schedule store's on-time dispatcher, as a ``tidings scheduler`` process runs it."""
+    broker = build_broker(settings)
+    register_tasks(broker, settings)
+    await broker.startup()
+    source = schedule_source(settings, broker, dispatch=True)
+    await source.startup()
+    yield
+    await source.shutdown()
+    await broker.shutdown()
 
 
 @pytest.fixture

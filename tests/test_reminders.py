@@ -11,9 +11,6 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from tasks.broker import build_broker
-from tasks.scheduling import schedule_source
-from tasks.worker import register_tasks
 from tests.conftest import site, wait_for
 from tests.emulators.telegram import TelegramEmulator
 from tests.test_telegram_bot import ALICE, BOB, say, telegram_settings
@@ -38,19 +35,6 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     client = Redis.from_url(settings.require_redis_url(), decode_responses=True)
     yield client
     await client.aclose()
-
-
-@pytest.fixture
-async def scheduler(settings: Settings) -> AsyncIterator[None]:
-    """The schedule store's on-time dispatcher, as ``tidings scheduler`` runs it."""
-    broker = build_broker(settings)
-    register_tasks(broker, settings)
-    await broker.startup()
-    source = schedule_source(settings, broker, dispatch=True)
-    await source.startup()
-    yield
-    await source.shutdown()
-    await broker.shutdown()
 
 
 def fired_text(text: str | None) -> bool:

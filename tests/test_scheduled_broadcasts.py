@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -12,9 +12,6 @@ from redis.asyncio import Redis
 
 from bot.broadcasts import BroadcastStore
 from config.settings import Settings
-from tasks.broker import build_broker
-from tasks.scheduling import schedule_source
-from tasks.worker import register_tasks
 from tests.conftest import wait_for
 from tests.emulators.telegram import TelegramEmulator
 from tests.test_broadcasts import (  # the same bot set-up and helpers
@@ -38,19 +35,6 @@ SCHEDULED = re.compile(r"Broadcast (bc_[0-9a-f]{12}) scheduled for (.+); /cancel
 @pytest.fixture
 def rate() -> float:
     return 0.0
-
-
-@pytest.fixture
-async def scheduler(settings: Settings) -> AsyncIterator[None]:  # noqa: F811
-    """The schedule store's on-time dispatcher, as ``tidings scheduler`` runs it."""
-    broker = build_broker(settings)
-    register_tasks(broker, settings)
-    await broker.startup()
-    source = schedule_source(settings, broker, dispatch=True)
-    await source.startup()
-    yield
-    await source.shutdown()
-    await broker.shutdown()
 
 
 async def test_a_scheduled_broadcast_waits_then_goes_out_once_and_can_be_canceled(

@@ -11,25 +11,9 @@ from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
 from config.settings import Settings
-from tasks.broker import build_broker
-from tasks.scheduling import schedule_source
-from tasks.worker import register_tasks
 from tests.conftest import SmtpSink, auth, code_from, signup, wait_for
 from verification.connections import open_redis
 from verification.keys import Keys
-
-
-@pytest.fixture
-async def scheduler(settings: Settings) -> AsyncIterator[None]:
-    """The schedule store's on-time dispatcher, as a scheduler process runs it."""
-    broker = build_broker(settings)
-    register_tasks(broker, settings)
-    await broker.startup()
-    source = schedule_source(settings, broker, dispatch=True)
-    await source.startup()
-    yield
-    await source.shutdown()
-    await broker.shutdown()
 
 
 @pytest.fixture
