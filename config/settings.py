@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from config.redis import URL_KEY, RedisOptions, RedisTarget, RedisUrlError, parse_redis_url
 from config.sites import Channel, CodePolicy, SiteConfig, SitesFile
 
 ENV_PREFIX = "TIDINGS_"
@@ -198,6 +199,7 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = None
+    redis: RedisOptions = RedisOptions()
     redis_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")] = "tidings"
     secret_key: SecretStr | None = None
     public_url: str = "http://localhost:8080"
@@ -243,6 +245,21 @@ class Settings(BaseSettings):
         if not self.redis_url:
             raise ConfigError(f"{ENV_PREFIX}REDIS_URL: required (e.g. redis://localhost:6379/0)")
         return self.redis_url
+
+    def redis_target(self) -> RedisTarget:
+        """The parsed Redis URL (any topology), or a :class:`ConfigError` naming the key."""
+        try:
+            return parse_redis_url(self.require_redis_url())
+        except RedisUrlError as exc:
+            raise ConfigError(f"{URL_KEY}: {exc}") from None
+
+    @property
+    def durable_replicas(self) -> int:
+        """Replicas every acknowledged write waits for (0: none)."""
+        configured = self.redis.durable_replicas
+        if configured is not None:
+            return configured
+        return 1 if self.redis_url and self.redis_target().has_replicas else 0
 
     def require_secret_key(self) -> bytes:
         """The server key that hashes codes, or a :class:`ConfigError` naming the key."""
@@ -296,6 +313,13 @@ def load_settings(**overrides: Any) -> Settings:
         match = re.search(r'field "([^"]+)"', str(exc))
         name = match.group(1).upper() if match else "*"
         raise ConfigError(f"{ENV_PREFIX}{name}: not valid JSON") from None
+    if settings.redis_url:
+        target = settings.redis_target()  # a bad URL stops start-up here, naming the key
+        if settings.queue.keep_results and target.topology != "standalone":
+            raise ConfigError(
+                f"{ENV_PREFIX}QUEUE__KEEP_RESULTS: task results are kept only on a single "
+                "Redis server; outcomes are on deliveries and events anyway"
+            )
     sites = list(settings.sites)
     if settings.sites_file is not None:
         sites.extend(_load_sites_file(settings.sites_file))

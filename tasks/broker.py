@@ -14,8 +14,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from taskiq import AckableMessage, BrokerMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
+from config.redis import Topology
 from config.settings import Settings
-from verification.connections import retry_options
+from verification.connections import open_redis, retry_options
 from verification.keys import Keys
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,31 @@ class TidingsStreamBroker(RedisStreamBroker):
     """
 
     _client: Redis | None = None
+    _own_client = False
     _acker: GroupAcker | None = None
     _stopping = False
+
+    def use_client(self, client: Redis) -> None:
+        """Talk to Redis through ``client`` (Sentinel, Cluster) instead of the URL's pool."""
+        self._client = client
+        self._own_client = True
+
+    async def _declare_consumer_group(self) -> None:
+        """Create the consumer group (and stream) if missing; taskiq-redis logs and forgets."""
+        try:
+            await self.client.xgroup_create(
+                self.queue_name, self.consumer_group_name, id=self.consumer_id, mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def shutdown(self) -> None:
+        """Close the broker's connections."""
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        await super().shutdown()
 
     def stop_listening(self) -> None:
         """Stop fetching new messages (safe to call from a signal handler)."""
@@ -171,9 +195,12 @@ class GroupAcker:
 
 def build_broker(settings: Settings) -> TidingsStreamBroker:
     """The broker every role uses (web and bot only kick; workers also listen)."""
-    url = settings.require_redis_url()
+    target = settings.redis_target()
     keys = Keys(settings.redis_prefix)
     q = settings.queue
+    # One server: taskiq-redis's blocking pool from the URL. Sentinel and Cluster: our
+    # client for that topology (the placeholder URL's pool is never connected).
+    url = target.url if target.topology == Topology.STANDALONE else "redis://"
     broker = TidingsStreamBroker(
         url,
         queue_name=keys.queue,
@@ -187,6 +214,8 @@ def build_broker(settings: Settings) -> TidingsStreamBroker:
         max_connection_pool_size=q.max_async_tasks + 10,
         **retry_options(),
     )
+    if target.topology != Topology.STANDALONE:
+        broker.use_client(open_redis(settings, decode=False))
     if not q.keep_results:
         # Every outcome is recorded on its delivery or event; a result per task would
         # only cost a write.

@@ -33,7 +33,7 @@ def schedule_source(
     settings: Settings, broker: AsyncBroker, *, dispatch: bool
 ) -> RedisScheduleSource:
     """The Redis schedule store; ``dispatch`` runs its on-time sender (schedulers only)."""
-    redis = open_redis(settings.require_redis_url())
+    redis = open_redis(settings)
     return RedisScheduleSource(
         redis, Keys(settings.redis_prefix), broker, periodic_jobs(), dispatch=dispatch
     )

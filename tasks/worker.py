@@ -339,7 +339,7 @@ def attach_worker(
     """
 
     async def startup(state: TaskiqState) -> None:
-        redis = open_redis(settings.require_redis_url())
+        redis = open_redis(settings)
         keys = Keys(settings.redis_prefix)
         deliverer = Deliverer(
             settings=settings,

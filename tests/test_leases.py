@@ -24,7 +24,7 @@ from webhooks.app import create_app
 
 
 def store_for(settings: Settings) -> tuple[Redis, DeliveryStore]:
-    redis = open_redis(settings.require_redis_url())
+    redis = open_redis(settings)
     keys = Keys(settings.redis_prefix)
     return redis, DeliveryStore(redis, keys, settings.require_secret_key())
 

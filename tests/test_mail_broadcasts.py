@@ -30,7 +30,7 @@ async def verified(client: TestClient, smtp: SmtpSink, address: str, **extra: An
 
 
 async def broadcast(settings: Settings, text: str) -> tuple[str, int]:
-    redis = open_redis(settings.require_redis_url())
+    redis = open_redis(settings)
     try:
         store = BroadcastStore(redis, Keys(settings.redis_prefix))
         bid = await store.draft(created_by=0, text=text)
@@ -42,7 +42,7 @@ async def broadcast(settings: Settings, text: str) -> tuple[str, int]:
 
 
 async def state_of(settings: Settings, bid: str) -> Any:
-    redis = open_redis(settings.require_redis_url())
+    redis = open_redis(settings)
     try:
         return await BroadcastStore(redis, Keys(settings.redis_prefix)).get(bid)
     finally:

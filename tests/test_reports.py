@@ -19,7 +19,7 @@ from verification.reports import DAY_MS, day_report
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = open_redis(settings.require_redis_url())
+    client = open_redis(settings)
     yield client
     await client.aclose()
 

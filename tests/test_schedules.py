@@ -191,7 +191,7 @@ async def store_counts(redis: Redis, keys: Keys) -> tuple[int, int, int]:
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = open_redis(settings.require_redis_url())
+    client = open_redis(settings)
     yield client
     await client.aclose()
 
@@ -438,7 +438,7 @@ async def test_interval_runs_fire_once_per_slot_with_two_schedulers(
     async def start_one() -> None:
         broker = build_broker(settings)
         store = RedisScheduleSource(
-            open_redis(settings.require_redis_url()), keys, broker, jobs, dispatch=True
+            open_redis(settings), keys, broker, jobs, dispatch=True
         )
         taskiq_scheduler = TaskiqScheduler(broker, sources=[store])
         task = asyncio.create_task(run_scheduler_task(taskiq_scheduler, run_startup=True))

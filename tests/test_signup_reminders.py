@@ -18,7 +18,7 @@ from verification.keys import Keys
 
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = open_redis(settings.require_redis_url())
+    client = open_redis(settings)
     yield client
     await client.aclose()
 

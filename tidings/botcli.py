@@ -65,7 +65,7 @@ def _run_with_redis(action: Callable[..., Awaitable[T]]) -> T:
 
     async def run() -> T:
         try:
-            redis = open_redis(settings.require_redis_url())
+            redis = open_redis(settings)
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
         try:

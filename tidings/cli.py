@@ -55,7 +55,7 @@ def web() -> None:
 
     settings = _settings()
     try:
-        settings.require_redis_url()
+        settings.redis_target()
         app = create_app(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -96,7 +96,7 @@ def worker(ctx: click.Context) -> None:
     """Run delivery workers (extra options go to ``taskiq worker``)."""
     settings = _settings()
     try:
-        settings.require_redis_url()
+        settings.redis_target()
         settings.require_secret_key()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
@@ -124,7 +124,10 @@ def scheduler(ctx: click.Context) -> None:
     """
     import signal
 
-    _settings().require_redis_url()
+    try:
+        _settings().redis_target()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
     # taskiq shuts the scheduler down cleanly on Ctrl-C only; make SIGTERM (docker stop,
     # systemd) take the same path, so claims in flight are confirmed or handed back.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -164,13 +167,12 @@ def deliveries() -> None:
 
 
 async def _with_service(settings: Settings, action: Any) -> Any:
-    from redis.asyncio import Redis
-
     from tasks.broker import build_broker
     from tasks.worker import TaskiqDeliveryQueue, register_tasks
+    from verification.connections import open_redis
     from verification.service import VerificationService
 
-    redis = Redis.from_url(settings.require_redis_url(), decode_responses=True)
+    redis = open_redis(settings)
     broker = build_broker(settings)
     service = VerificationService(
         redis, settings, TaskiqDeliveryQueue(broker, register_tasks(broker, settings))

@@ -1,26 +1,44 @@
-"""Redis clients that survive a Redis restart."""
+"""Redis clients of every topology that survive a Redis restart or failover."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from config.redis import RedisTarget, Topology
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class TimelyConnection(Connection):
+class _TimelyWrites(Connection):
     """redis-py's connection, with socket writes bounded by ``asyncio.timeout``.
 
     redis-py bounds each write with ``asyncio.wait_for``, which on Python 3.11 runs the
@@ -52,7 +70,59 @@ class TimelyConnection(Connection):
             self.socket_timeout = timeout
 
 
-def retry_options() -> dict[str, Any]:
+class TimelyConnection(_TimelyWrites):
+    """A connection to one Redis server."""
+
+
+class TimelySentinelConnection(_TimelyWrites, SentinelManagedConnection):
+    """A connection to whichever server Sentinel says is the master now.
+
+    redis-py turns a ``READONLY`` reply (the master was demoted) into a connection error
+    and asks Sentinel again on reconnect, so the retry below follows a failover.
+    """
+
+
+class NotDurable(RedisError):
+    """Fewer replicas than required acknowledged a write in time (it may still be lost)."""
+
+
+#: Redis errors that say "not now", not "never": the server is away, failing over,
+#: loading, read-only, without enough replicas, or a cluster is re-sharding. Callers
+#: retry them inside a deadline; the web answers 503 + Retry-After, never 500.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    NotDurable,
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ReadOnlyError,
+    AskError,  # and MovedError
+    TryAgainError,
+    ClusterDownError,
+    ClusterError,
+    ConnectionResetError,
+    ConnectionRefusedError,
+)
+# Error codes redis-py has no class for: min-replicas-to-write and a master's link lost.
+_UNAVAILABLE_CODES = ("NOREPLICAS", "MASTERDOWN", "LOADING", "READONLY", "CLUSTERDOWN")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis cannot take the command right now (retry later)."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, ResponseError):
+        # Inside a script the code may follow "ERR Error running script ...: -".
+        text = str(exc)
+        return any(text.startswith(code) or f"-{code}" in text for code in _UNAVAILABLE_CODES)
+    return False
+
+
+def _retries(seconds: float) -> int:
+    """Attempts of the exponential backoff below (0.05 s doubling, capped at 1 s) in ``seconds``."""
+    return 5 + max(0, math.ceil(seconds - 1.55))
+
+
+def retry_options(seconds: float = 1.55) -> dict[str, Any]:
     """Connection options that retry a command on a dead pooled connection.
 
     After Redis restarts, every pooled connection is dead but looks open; without a retry
@@ -60,7 +130,7 @@ def retry_options() -> dict[str, Any]:
     guarded (scripts check state, webhook ids, leases), so a retry is safe.
     """
     return {
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=5),
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=_retries(seconds)),
         "retry_on_error": [RedisConnectionError, RedisTimeoutError, ConnectionResetError],
         "health_check_interval": 30,
         "socket_connect_timeout": 2,
@@ -69,9 +139,68 @@ def retry_options() -> dict[str, Any]:
     }
 
 
-def open_redis(url: str) -> Redis:
-    """A decoded-string client with retries, for data (not for the broker's stream)."""
-    return Redis.from_url(url, decode_responses=True, socket_timeout=5, **retry_options())
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    options = settings.redis
+    return {
+        "ssl": True,
+        "ssl_ca_certs": str(options.ca_file) if options.ca_file else None,
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if options.validate_certs else ssl.CERT_NONE,
+        "ssl_check_hostname": options.validate_certs,
+    }
+
+
+def open_redis(
+    settings: Settings, *, decode: bool = True, max_connections: int | None = None
+) -> Redis:
+    """A client for the configured topology, with retries that ride out a failover.
+
+    ``decode``: strings for data; the broker reads raw bytes. Sentinel clients find the
+    master through the sentinels on every reconnect. Cluster clients follow ``MOVED`` and
+    ``ASK`` and refresh their slot map; they serve the same command API as ``Redis``.
+    """
+    target: RedisTarget = settings.redis_target()
+    seconds = settings.redis.retry_seconds
+    common: dict[str, Any] = {"decode_responses": decode, "socket_timeout": 5}
+    if target.topology == Topology.STANDALONE:
+        kwargs = {**common, **retry_options(min(seconds, 1.55))}
+        if max_connections is not None:
+            kwargs["max_connections"] = max_connections
+        return Redis.from_url(target.url, **kwargs)
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    tls = _tls_options(settings) if target.tls else {}
+    if target.topology == Topology.SENTINEL:
+        sentinel_password = settings.redis.sentinel_password
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.nodes),
+            sentinel_kwargs={
+                "socket_timeout": 2,
+                "socket_connect_timeout": 1,
+                "password": sentinel_password.get_secret_value() if sentinel_password else None,
+                **tls,
+            },
+        )
+        options = {**common, **retry_options(seconds), **auth, "db": target.db}
+        options["connection_class"] = TimelySentinelConnection
+        if tls:
+            # redis-py's TLS sentinel connection; our write bound is for plain TCP only.
+            del options["connection_class"]
+            options.update(tls)
+        if max_connections is not None:
+            options["max_connections"] = max_connections
+        client: Redis = sentinel.master_for(target.master, redis_class=Redis, **options)
+        return client
+    cluster = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        decode_responses=decode,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=_retries(seconds)),
+        max_connections=max_connections or 2**31,
+        **auth,
+        **tls,
+    )
+    # RedisCluster is no Redis subclass but serves the same commands and scripts.
+    return cast(Redis, cluster)
 
 
 async def through_outage(

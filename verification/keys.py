@@ -178,6 +178,11 @@ class Keys:
         return f"{self.prefix}:outbox"
 
     @property
+    def readiness(self) -> str:
+        """Written by readiness probes: a write succeeds only on a writable master."""
+        return f"{self.prefix}:ready"
+
+    @property
     def queue(self) -> str:
         """The taskiq stream."""
         return f"{self.prefix}:queue"

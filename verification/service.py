@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from config.sites import EMAIL_CHANNELS, Channel, CodePolicy, SiteConfig
 from verification.codes import CodeHasher, LinkToken, PayloadSealer, generate_code, new_id
+from verification.durability import Durability
 from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited, Refused
 from verification.keys import Keys
 from verification.models import (
@@ -149,6 +150,9 @@ class VerificationService:
         self._hasher = CodeHasher(master)
         self._sealer = PayloadSealer(master)
         self._scripts = Scripts.register(redis)
+        self._durable = Durability(
+            redis, settings.durable_replicas, settings.redis.durable_timeout_ms
+        )
         self._policies: dict[str, CodePolicy] = {}
         # For telegram_link; learned from Telegram at start-up when not configured.
         self.bot_username = settings.telegram.username
@@ -293,8 +297,9 @@ class VerificationService:
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(signup.channel, destination, hour)
         dest_key = keys.destination_window(self._hasher.index(destination.lower()))
         reply = as_text(
-            await self._scripts.create(
-                keys=[
+            await self._durable.run(
+                self._scripts.create,
+                [
                     keys.webhook_seen(site.id, webhook_id),
                     keys.verification(vid),
                     dest_key,
@@ -310,7 +315,7 @@ class VerificationService:
                     keys.schedules,
                     keys.schedules_due,
                 ],
-                args=[
+                [
                     now,
                     self._settings.webhook_replay_seconds * 1000,
                     stored,
@@ -331,6 +336,8 @@ class VerificationService:
                     prefix_ttl,
                     *self._signup_reminder(vid, signup, now),
                 ],
+                # The answer (new or replayed) is a 202; a refusal promises nothing.
+                promised=lambda r: bool(r) and as_text(r)[0] in {"created", "replay"},
             )
         )
         if reply[0] == "replay":
@@ -408,9 +415,11 @@ class VerificationService:
         else:
             vid = payload_or_id
         reply = as_text(
-            await self._scripts.telegram(
-                keys=self._status_keys(vid),
-                args=[now_ms(), vid, action, user_id, chat_id, how, phone],
+            await self._durable.run(
+                self._scripts.telegram,
+                self._status_keys(vid),
+                [now_ms(), vid, action, user_id, chat_id, how, phone],
+                promised=lambda r: bool(r) and as_text(r)[0] in {"approved", "linked"},
             )
         )
         return TelegramAnswer(reply[0], vid, reply[1], reply[2], reply[3])
@@ -419,9 +428,11 @@ class VerificationService:
         """Compare ``code``; a match approves and consumes it, a miss spends an attempt."""
         keys = self._keys
         reply = as_text(
-            await self._scripts.check(
-                keys=[*self._status_keys(vid), keys.mail_subscribers],
-                args=[now_ms(), site.id, self._hasher.code(vid, code), vid],
+            await self._durable.run(
+                self._scripts.check,
+                [*self._status_keys(vid), keys.mail_subscribers],
+                [now_ms(), site.id, self._hasher.code(vid, code), vid],
+                promised=lambda r: bool(r) and as_text(r)[0] == "valid",
             )
         )
         if reply[0] == "not_found":
@@ -440,9 +451,11 @@ class VerificationService:
         vid = parsed.verification_id
         keys = self._keys
         reply = as_text(
-            await self._scripts.link(
-                keys=[*self._status_keys(vid), keys.mail_subscribers],
-                args=[now_ms(), self._hasher.link(parsed), vid, "use" if use else "peek"],
+            await self._durable.run(
+                self._scripts.link,
+                [*self._status_keys(vid), keys.mail_subscribers],
+                [now_ms(), self._hasher.link(parsed), vid, "use" if use else "peek"],
+                promised=lambda r: bool(r) and as_text(r)[0] == "approved",
             )
         )
         return LinkState(reply[0], reply[1], reply[2])

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     """Open Redis and the broker client for the app's lifetime, and close them."""
     settings = app[keys.SETTINGS]
-    redis = open_redis(settings.require_redis_url())
+    redis = open_redis(settings)
     broker = build_broker(settings)
     tasks = register_tasks(broker, settings)
     await broker.startup()

@@ -47,13 +47,17 @@ async def _broker_ready(redis: Redis, broker: AsyncBroker, queue: str) -> bool:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Redis answers and the broker's stream exists."""
+    """A write to Redis would succeed now, and the broker's stream exists.
+
+    The probe is a write, not a PING: a demoted master, a replica, a master without its
+    ``min-replicas-to-write`` and a cluster that is down all answer PING.
+    """
     redis = request.app[keys.REDIS]
-    queue = request.app[keys.REDIS_KEYS].queue
+    redis_keys = request.app[keys.REDIS_KEYS]
     try:
         async with asyncio.timeout(2):
-            await redis.ping()
-            broker_ready = await _broker_ready(redis, request.app[keys.BROKER], queue)
+            await redis.set(redis_keys.readiness, "1", px=10_000)
+            broker_ready = await _broker_ready(redis, request.app[keys.BROKER], redis_keys.queue)
     except (RedisError, OSError, TimeoutError):
         return web.json_response(
             {"status": "unavailable", "redis": False}, status=503, headers={"Retry-After": "5"}

@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from verification.connections import is_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +79,14 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if slug is None or exc.status < 400:
             raise
         raise Problem(slug, exc.reason) from None
-    except (RedisConnectionError, RedisTimeoutError, ConnectionRefusedError):
-        logger.warning("redis unavailable", extra={"path": request.path})
-        raise Problem(
-            "unavailable", "storage is unreachable; retry shortly", headers={"Retry-After": "5"}
-        ) from None
-    except Exception:
+    except Exception as exc:
+        if is_unavailable(exc):
+            # Unreachable, failing over, read-only, re-sharding, not enough replicas.
+            logger.warning(
+                "redis unavailable", extra={"path": request.path, "error": type(exc).__name__}
+            )
+            raise Problem(
+                "unavailable", "storage is unavailable; retry shortly", headers={"Retry-After": "2"}
+            ) from None
         logger.exception("unhandled error", extra={"path": request.path})
         raise Problem("internal", "an unexpected error occurred") from None

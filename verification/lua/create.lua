@@ -9,7 +9,12 @@
 --       19 reminder schedule id ('' = none), 20 its ScheduledTask json, 21 its due ms
 local now = tonumber(ARGV[1])
 local seen = redis.call('GET', KEYS[1])
-if seen then return {'replay', seen} end
+if seen then
+  -- Written again (same value and TTL) so that a WAIT after this script also covers the
+  -- first answer, which another connection wrote and may not have replicated yet.
+  redis.call('SET', KEYS[1], seen, 'KEEPTTL')
+  return {'replay', seen}
+end
 
 local wait = window_wait(KEYS[3], now, tonumber(ARGV[7]), tonumber(ARGV[8]))
 if wait > 0 then return {'limited', tostring(wait), 'destination'} end
