@@ -37,6 +37,7 @@ from tasks.sms.ronglian import RonglianSender
 from verification.cleanup import clean_up
 from verification.connections import open_redis
 from verification.deliveries import DeliveryStore
+from verification.durability import Durability
 from verification.events import EventStore
 from verification.keys import Keys
 from verification.models import now_ms
@@ -343,7 +344,14 @@ def attach_worker(
         keys = Keys(settings.redis_prefix)
         deliverer = Deliverer(
             settings=settings,
-            store=DeliveryStore(redis, keys, settings.require_secret_key()),
+            store=DeliveryStore(
+                redis,
+                keys,
+                settings.require_secret_key(),
+                durable=Durability(
+                    redis, settings.durable_replicas, settings.redis.durable_timeout_ms
+                ),
+            ),
             email=build_email_sender(settings, redis),
             renderer=EmailRenderer(settings.email),
             sms=build_sms_sender(settings, redis),

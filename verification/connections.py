@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     AskError,
@@ -137,6 +137,18 @@ def retry_options(seconds: float = 1.55) -> dict[str, Any]:
         "socket_keepalive": True,
         "connection_class": TimelyConnection,
     }
+
+
+async def follow_master(redis: Redis) -> None:
+    """On Sentinel, ask again which server is the master, dropping idle connections to another.
+
+    After a failover the old master keeps taking writes until Sentinel demotes it (about
+    ten seconds); a client that still holds connections to it only notices when a WAIT finds
+    no replica there. Elsewhere this does nothing.
+    """
+    pool = getattr(redis, "connection_pool", None)
+    if isinstance(pool, SentinelConnectionPool):
+        await pool.get_master_address()  # type: ignore[no-untyped-call]
 
 
 def _tls_options(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from verification.codes import PayloadSealer
+from verification.durability import Durability
 from verification.keys import Keys
 from verification.models import now_ms
 from verification.scripts import Scripts, as_text
@@ -40,11 +41,16 @@ class NotClaimed:
 class DeliveryStore:
     """Atomic delivery bookkeeping in Redis."""
 
-    def __init__(self, redis: Redis, keys: Keys, master_key: bytes) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, master_key: bytes, *, durable: Durability | None = None
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._sealer = PayloadSealer(master_key)
         self._scripts = Scripts.register(redis)
+        # A claim that replicas do not hold yet may be on a master that is about to lose
+        # it (split brain after a failover): sending then could send a code twice.
+        self._durable = durable or Durability(redis, 0, 0)
 
     async def claim(self, delivery_id: str, lease_ms: int, token: str) -> Claim | NotClaimed:
         """Lease the delivery for one attempt unless it is finished, leased or moot.
@@ -54,15 +60,11 @@ class DeliveryStore:
         """
         keys = self._keys
         reply = as_text(
-            await self._scripts.claim(
-                keys=[
-                    keys.delivery(delivery_id),
-                    keys.due,
-                    keys.stats,
-                    keys.expiring,
-                    keys.events_due,
-                ],
-                args=[now_ms(), lease_ms, delivery_id, keys.prefix, token],
+            await self._durable.run(
+                self._scripts.claim,
+                [keys.delivery(delivery_id), keys.due, keys.stats, keys.expiring, keys.events_due],
+                [now_ms(), lease_ms, delivery_id, keys.prefix, token],
+                promised=lambda r: bool(r) and as_text(r)[0] == "claimed",
             )
         )
         if reply[0] != "claimed":

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from verification.connections import NotDurable
+from verification.connections import NotDurable, follow_master
 
 
 class Durability:
@@ -49,6 +49,7 @@ class Durability:
             script.sha = await self._redis.script_load(script.script)
             reply, acked = await self._with_wait(script, keys, args)
         if int(acked) < self.replicas and promised(reply):
+            await follow_master(self._redis)  # the next attempt may find the new master
             raise NotDurable(
                 f"{acked} of {self.replicas} replica(s) acknowledged within {self._timeout_ms} ms"
             )

@@ -17,7 +17,7 @@ from bot.subscribers import Subscribers
 from config.settings import Settings
 from tasks.broker import build_broker
 from tasks.worker import TaskiqDeliveryQueue, Tasks, register_tasks
-from verification.connections import open_redis
+from verification.connections import is_unavailable, open_redis
 from verification.keys import Keys
 from verification.service import VerificationService
 from webhooks import api, inbound, keys, links, openapi, ops, outbox
@@ -38,7 +38,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     redis = open_redis(settings)
     broker = build_broker(settings)
     tasks = register_tasks(broker, settings)
-    await broker.startup()
+    try:
+        await broker.startup()
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        # Start anyway: requests answer 503 and /readyz declares the stream once Redis is
+        # back, rather than a crash loop that a load balancer cannot tell from a bug.
+        logger.warning(
+            "Redis is not available at start-up; answering 503 until it is",
+            extra={"redis": settings.redis_target().describe(), "error": type(exc).__name__},
+        )
     app[keys.REDIS] = redis
     app[keys.BROKER] = broker
     service = VerificationService(redis, settings, TaskiqDeliveryQueue(broker, tasks))
@@ -125,9 +135,8 @@ def create_app(settings: Settings) -> web.Application:
 
 def _mount_bot(app: web.Application, settings: Settings) -> None:
     """The Telegram webhook (when a secret is set; dev may poll instead)."""
-    from aiogram.webhook.aiohttp_server import SimpleRequestHandler
-
     from bot.factory import create_bot, create_dispatcher
+    from webhooks.telegram import TelegramWebhook
 
     bot = create_bot(settings)
     dispatcher = create_dispatcher(settings)
@@ -136,9 +145,5 @@ def _mount_bot(app: web.Application, settings: Settings) -> None:
     secret = settings.telegram.webhook_secret
     if secret is None:
         return
-    # Foreground: a handler that fails answers 500 and Telegram delivers the update again,
-    # instead of the default 200-and-forget.
-    handler = SimpleRequestHandler(
-        dispatcher, bot, handle_in_background=False, secret_token=secret.get_secret_value()
-    )
-    app.router.add_post(settings.telegram.webhook_path, handler.handle)
+    webhook = TelegramWebhook(dispatcher, bot, secret.get_secret_value(), app[keys.REGISTRY])
+    app.router.add_post(settings.telegram.webhook_path, webhook.handle)
