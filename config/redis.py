@@ -46,6 +46,9 @@ class RedisOptions(BaseModel):
     # replicas have it (Redis WAIT). None: 1 on Sentinel and Cluster, 0 on one server.
     durable_replicas: Annotated[int | None, Field(ge=0, le=16)] = None
     durable_timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 500
+    # Logical shards the data is spread over (each one hash tag). None: 12 on a Redis
+    # Cluster (4 per master on 3 masters), else 1, which is the layout of a single server.
+    shards: Annotated[int | None, Field(ge=1, le=255)] = None
     # How long a command keeps retrying through a failover before the caller sees the
     # error (and a web request answers 503 + Retry-After).
     retry_seconds: Annotated[float, Field(gt=0, le=120)] = 6.0

@@ -8,16 +8,14 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import cast
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError, ResponseError
 from taskiq import AckableMessage, BrokerMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from config.redis import Topology
 from config.settings import Settings
-from verification.connections import open_redis, retry_options
-from verification.keys import Keys
+from verification.connections import is_unavailable, open_redis, retry_options
+from verification.keys import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +44,20 @@ class TidingsStreamBroker(RedisStreamBroker):
         self._client = client
         self._own_client = True
 
+    #: Every shard's stream (the first is ``queue_name``); kicks go round them in turn.
+    streams: tuple[str, ...] = ()
+    _next_stream = 0
+
     async def _declare_consumer_group(self) -> None:
         """Create the consumer group (and stream) if missing; taskiq-redis logs and forgets."""
-        try:
-            await self.client.xgroup_create(
-                self.queue_name, self.consumer_group_name, id=self.consumer_id, mkstream=True
-            )
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for stream in self.streams or (self.queue_name,):
+            try:
+                await self.client.xgroup_create(
+                    stream, self.consumer_group_name, id=self.consumer_id, mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def shutdown(self) -> None:
         """Close the broker's connections."""
@@ -68,12 +71,50 @@ class TidingsStreamBroker(RedisStreamBroker):
         self._stopping = True
 
     async def listen(self) -> AsyncGenerator[AckableMessage, None]:
-        """Yield new stream entries until :meth:`stop_listening`.
+        """Yield new entries of every shard's stream until :meth:`stop_listening`.
+
+        One stream is read inline. Several (a sharded layout) are each read by a task of
+        their own, since a Redis Cluster serves one XREADGROUP per slot; their entries
+        meet in a small queue, and each reader waits while it is full, so no worker
+        buffers more than ``xread_count`` entries per stream.
+        """
+        if len(self.streams) <= 1:
+            async for message in self._read(self.queue_name):
+                yield message
+            return
+        queue: asyncio.Queue[AckableMessage | None] = asyncio.Queue((self.count or 1) * 2)
+
+        async def read(stream: str) -> None:
+            try:
+                async for message in self._read(stream):
+                    await queue.put(message)
+            finally:
+                await queue.put(None)
+
+        readers = [
+            asyncio.create_task(read(stream), name=f"read {stream}") for stream in self.streams
+        ]
+        try:
+            running = len(readers)
+            while running:
+                item = await queue.get()
+                if item is None:
+                    running -= 1
+                    continue
+                yield item
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _read(self, stream: str) -> AsyncGenerator[AckableMessage, None]:
+        """New entries of one stream.
 
         After a read error this worker first re-reads its own unacknowledged entries (an
         ack may have failed while Redis was away); the reaper only helps dead workers.
         """
         delay = 0.1
+        unavailable = False
         # None: read new entries (">"); else the id after which to re-read our own.
         own_cursor: str | None = None
         while not self._stopping:
@@ -81,38 +122,52 @@ class TidingsStreamBroker(RedisStreamBroker):
                 fetched = await self.client.xreadgroup(
                     self.consumer_group_name,
                     self.consumer_name,
-                    {self.queue_name: own_cursor or ">"},
+                    {stream: own_cursor or ">"},
                     block=None if own_cursor else self.block,
                     count=self.count,
                 )
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
+                if "NOGROUP" in str(exc):
+                    # Redis came back without the stream (no persistence): declare it again.
+                    await self._declare_consumer_group()
+                    continue
+                if not is_unavailable(exc):
                     raise
-                # Redis came back without the stream (no persistence): declare it again.
-                await self._declare_consumer_group()
+                own_cursor, delay, unavailable = await self._wait_out(exc, delay, unavailable)
                 continue
-            except (RedisConnectionError, RedisTimeoutError, OSError):
-                logger.warning("stream read failed; retrying", extra={"in_seconds": delay})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                own_cursor = "0"
+            except (RedisError, OSError) as exc:
+                own_cursor, delay, unavailable = await self._wait_out(exc, delay, unavailable)
                 continue
+            if unavailable:
+                logger.warning("stream reads work again", extra={"stream": stream})
+                unavailable = False
             delay = 0.1
             # Raw replies (the broker's client does not decode): [[stream, [[id, {field: value}]]]].
             replies = cast(list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]], fetched)
-            entries = [(stream, entry) for stream, batch in replies or [] for entry in batch]
+            entries = [(name, entry) for name, batch in replies or [] for entry in batch]
             if own_cursor is not None:
                 if not entries:
                     own_cursor = None
                     continue
                 own_cursor = entries[-1][1][0].decode()
-            for stream, (entry_id, fields) in entries:
+            for name, (entry_id, fields) in entries:
                 if not fields:  # re-read of an entry deleted meanwhile
                     continue
                 yield AckableMessage(
                     data=fields[b"data"],
-                    ack=self._ack_generator(id=entry_id.decode(), queue_name=stream.decode()),
+                    ack=self._ack_generator(id=entry_id.decode(), queue_name=name.decode()),
                 )
+
+    async def _wait_out(
+        self, exc: BaseException, delay: float, unavailable: bool
+    ) -> tuple[str, float, bool]:
+        """Back off after a failed read: one log line when reads stop working, not per try."""
+        if not unavailable:
+            logger.warning(
+                "stream reads failed; retrying with backoff", extra={"error": type(exc).__name__}
+            )
+        await asyncio.sleep(delay)
+        return "0", min(delay * 2, 5.0), True
 
     @property
     def client(self) -> Redis:
@@ -122,8 +177,12 @@ class TidingsStreamBroker(RedisStreamBroker):
         return self._client
 
     async def kick(self, message: BrokerMessage) -> None:
-        """Append a task message to its stream."""
-        queue = message.labels.get("queue_name") or self.queue_name
+        """Append a task message to a stream (any shard's: workers read them all)."""
+        queue = message.labels.get("queue_name")
+        if not queue:
+            streams = self.streams or (self.queue_name,)
+            self._next_stream = (self._next_stream + 1) % len(streams)
+            queue = streams[self._next_stream]
         await self.client.xadd(
             queue, {b"data": message.message}, maxlen=self.maxlen, approximate=self.approximate
         )
@@ -196,14 +255,14 @@ class GroupAcker:
 def build_broker(settings: Settings) -> TidingsStreamBroker:
     """The broker every role uses (web and bot only kick; workers also listen)."""
     target = settings.redis_target()
-    keys = Keys(settings.redis_prefix)
+    layout = Layout.for_settings(settings)
     q = settings.queue
     # One server: taskiq-redis's blocking pool from the URL. Sentinel and Cluster: our
     # client for that topology (the placeholder URL's pool is never connected).
     url = target.url if target.topology == Topology.STANDALONE else "redis://"
     broker = TidingsStreamBroker(
         url,
-        queue_name=keys.queue,
+        queue_name=layout.home.queue,
         consumer_group_name=f"{settings.redis_prefix}:workers",
         # '0': a group created after tasks were queued still reads them.
         consumer_id="0",
@@ -214,6 +273,7 @@ def build_broker(settings: Settings) -> TidingsStreamBroker:
         max_connection_pool_size=q.max_async_tasks + 10,
         **retry_options(),
     )
+    broker.streams = tuple(keys.queue for keys in layout.shards)
     if target.topology != Topology.STANDALONE:
         broker.use_client(open_redis(settings, decode=False))
     if not q.keep_results:

@@ -20,6 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tasks.broker import TidingsStreamBroker
+from verification.keys import Layout
 
 logger = logging.getLogger(__name__)
 
@@ -29,41 +30,47 @@ _REAP = (resources.files("tasks") / "reap.lua").read_text()
 class Recovery:
     """Heartbeat of this worker and reaping of dead ones, for one broker."""
 
-    def __init__(self, redis: Redis, broker: TidingsStreamBroker, prefix: str, beat: float) -> None:
+    def __init__(
+        self, redis: Redis, broker: TidingsStreamBroker, layout: Layout, beat: float
+    ) -> None:
         self._redis = redis
         self._broker = broker
-        self._prefix = prefix
+        self._layout = layout
         self._ttl_ms = int(beat * 3 * 1000)
         self._reap = redis.register_script(_REAP)
 
-    def _heartbeat_key(self, consumer: str) -> str:
-        return f"{self._prefix}:consumer:{consumer}"
-
     async def beat(self) -> None:
-        """Say this worker is alive."""
+        """Say this worker is alive, beside every shard's stream (the reaper's slot)."""
         who = f"{socket.gethostname()}:{os.getpid()}"
-        await self._redis.set(self._heartbeat_key(self._broker.consumer_name), who, px=self._ttl_ms)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys in self._layout.shards:
+                pipe.set(keys.heartbeat(self._broker.consumer_name), who, px=self._ttl_ms)
+            await pipe.execute()
 
     async def retire(self) -> None:
-        """Drop the heartbeat at shutdown, so anything left is handed back at once."""
-        await self._redis.delete(self._heartbeat_key(self._broker.consumer_name))
+        """Drop the heartbeats at shutdown, so anything left is handed back at once."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys in self._layout.shards:
+                pipe.delete(keys.heartbeat(self._broker.consumer_name))
+            await pipe.execute()
 
     async def reap(self, batch: int = 100) -> int:
         """Hand back the entries of every consumer without a heartbeat; returns how many."""
-        stream, group = self._broker.queue_name, self._broker.consumer_group_name
-        consumers: list[dict[str, Any]] = await self._redis.xinfo_consumers(stream, group)
+        group = self._broker.consumer_group_name
         moved = 0
-        for consumer in consumers:
-            name = consumer["name"]
-            if name == self._broker.consumer_name:
-                continue
-            count = await self._reap(
-                keys=[stream, self._heartbeat_key(name)],
-                args=[group, name, self._broker.maxlen or 1_000_000, batch],
-            )
-            if count and int(count) > 0:
-                logger.warning("requeued a dead worker's tasks", extra={"count": int(count)})
-                moved += int(count)
+        for keys in self._layout.shards:
+            consumers: list[dict[str, Any]] = await self._redis.xinfo_consumers(keys.queue, group)
+            for consumer in consumers:
+                name = consumer["name"]
+                if name == self._broker.consumer_name:
+                    continue
+                count = await self._reap(
+                    keys=[keys.queue, keys.heartbeat(name)],
+                    args=[group, name, self._broker.maxlen or 1_000_000, batch],
+                )
+                if count and int(count) > 0:
+                    logger.warning("requeued a dead worker's tasks", extra={"count": int(count)})
+                    moved += int(count)
         return moved
 
 

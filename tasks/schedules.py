@@ -8,9 +8,12 @@ of the keyspace, and fires every schedule once per running scheduler (see
 - a dispatcher inside each scheduler process sleeps until the next due time (at most
   ``POLL_SECONDS``) and claims due schedules in batches; taskiq's own once-a-second tick
   can send them too, and the claim (one Lua script) makes sure only one send happens;
-- a claim is a lease: a scheduler killed between claiming and sending gives the schedule
-  back when the lease runs out, so nothing is lost (the tasks themselves are idempotent,
-  so the rare second send after such a crash changes nothing);
+- a claim is a short lease (``CLAIM_LEASE_MS``), renewed while a large batch is being
+  sent: a scheduler killed between claiming and sending gives the schedule back within
+  seconds, so nothing is lost or late by more than that (the tasks themselves are
+  idempotent, so the rare second send after such a crash changes nothing);
+- with a sharded layout every shard has its own due set; a verification's
+  ``remind_after`` lives in its shard, everything else in the home shard;
 - cron and interval runs are marked fired per run (``SET NX``), so two schedulers, or a
   restart within the same minute, send each run once.
 """
@@ -31,7 +34,7 @@ from taskiq import AsyncBroker, ScheduledTask, ScheduleSource
 from taskiq.exceptions import ScheduledTaskCancelledError, SendTaskError
 from taskiq.kicker import AsyncKicker
 
-from verification.keys import Keys
+from verification.keys import Keys, Layout
 from verification.models import now_ms
 from verification.scripts import Scripts, as_text
 
@@ -39,8 +42,11 @@ logger = logging.getLogger(__name__)
 
 #: Longest the dispatcher sleeps between looks at the due set.
 POLL_SECONDS = 0.05
-#: A claimed schedule not confirmed sent within this goes back to the due set.
-CLAIM_LEASE_MS = 30_000
+#: A claimed schedule not confirmed sent within this goes back to the due set: what a
+#: SIGKILLed scheduler can delay its claims by, so two schedulers fail over within it.
+CLAIM_LEASE_MS = 4_000
+#: A batch still being sent after this long renews the leases of what is left.
+RENEW_AFTER_MS = CLAIM_LEASE_MS // 2
 BATCH = 500
 #: get_schedules hands taskiq's tick the one-offs due this soon (its fallback path).
 LOOKAHEAD_MS = 2_000
@@ -52,14 +58,14 @@ class RedisScheduleSource(ScheduleSource):
     def __init__(
         self,
         redis: Redis,
-        keys: Keys,
+        layout: Layout | Keys,
         broker: AsyncBroker,
         periodic: Sequence[ScheduledTask] = (),
         *,
         dispatch: bool = True,
     ) -> None:
         self._redis = redis
-        self._keys = keys
+        self._layout = layout if isinstance(layout, Layout) else Layout(layout.prefix)
         self._broker = broker
         self._periodic = list(periodic)
         self._scripts = Scripts.register(redis)
@@ -82,15 +88,21 @@ class RedisScheduleSource(ScheduleSource):
 
     # --- adding and removing -----------------------------------------------------------
 
+    def _keys_of(self, schedule_id: str) -> Keys:
+        """The shard of a schedule: a signup reminder's verification's, else the home one."""
+        if schedule_id.startswith("remind_ver_"):
+            return self._layout.of(schedule_id.removeprefix("remind_"))
+        return self._layout.home
+
     async def add_schedule(self, schedule: ScheduledTask) -> None:
         """Store a schedule; a one-off (``time``) fires once at that time."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            stage_schedule(pipe, self._keys, schedule)
+            stage_schedule(pipe, self._keys_of(schedule.schedule_id), schedule)
             await pipe.execute()
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Forget a schedule; a one-off that has not been claimed will not fire."""
-        keys = self._keys
+        keys = self._keys_of(schedule_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hdel(keys.schedules, schedule_id)
             pipe.zrem(keys.schedules_due, schedule_id)
@@ -101,25 +113,26 @@ class RedisScheduleSource(ScheduleSource):
 
     async def get_schedules(self) -> list[ScheduledTask]:
         """Periodic schedules, and one-offs due within ``LOOKAHEAD_MS`` (no SCAN)."""
-        keys = self._keys
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.smembers(keys.schedules_periodic)
-            pipe.zrangebyscore(keys.schedules_due, "-inf", now_ms() + LOOKAHEAD_MS, 0, BATCH)
-            periodic_ids, due_ids = await pipe.execute()
-        ids = [*periodic_ids, *due_ids]
-        stored = await self._redis.hmget(keys.schedules, ids) if ids else []
-        found = [ScheduledTask.model_validate_json(raw) for raw in stored if raw]
+        found: list[ScheduledTask] = []
+        for keys in self._layout.shards:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.smembers(keys.schedules_periodic)
+                pipe.zrangebyscore(keys.schedules_due, "-inf", now_ms() + LOOKAHEAD_MS, 0, BATCH)
+                periodic_ids, due_ids = await pipe.execute()
+            ids = [*periodic_ids, *due_ids]
+            stored = await self._redis.hmget(keys.schedules, ids) if ids else []
+            found.extend(ScheduledTask.model_validate_json(raw) for raw in stored if raw)
         return [*self._periodic, *found]
 
     async def pre_send(self, task: ScheduledTask) -> None:
         """Claim this run; raise ScheduledTaskCancelledError if another scheduler has it."""
         if task.time is not None:
-            reply = await self._claim(only=task.schedule_id)
+            reply = await self._claim(self._keys_of(task.schedule_id), only=task.schedule_id)
             if not reply:
                 raise ScheduledTaskCancelledError
             return
         slot, seconds = _run_slot(task)
-        fired = self._keys.schedule_fired(task.schedule_id, slot)
+        fired = self._layout.home.schedule_fired(task.schedule_id, slot)
         # The marker only has to outlive its run's window (restarts, the other scheduler).
         if not await self._redis.set(fired, "1", nx=True, ex=max(2 * seconds, 120)):
             raise ScheduledTaskCancelledError
@@ -127,12 +140,11 @@ class RedisScheduleSource(ScheduleSource):
     async def post_send(self, task: ScheduledTask) -> None:
         """A one-off was sent: forget it."""
         if task.time is not None:
-            await self._done([task.schedule_id])
+            await self._done(self._keys_of(task.schedule_id), [task.schedule_id])
 
     # --- the on-time dispatcher ------------------------------------------------------------
 
-    async def _claim(self, only: str = "") -> list[tuple[str, str]]:
-        keys = self._keys
+    async def _claim(self, keys: Keys, only: str = "") -> list[tuple[str, str]]:
         reply = as_text(
             await self._scripts.sched_claim(
                 keys=[keys.schedules_due, keys.schedules_claimed, keys.schedules],
@@ -141,40 +153,58 @@ class RedisScheduleSource(ScheduleSource):
         )
         return list(zip(reply[::2], reply[1::2], strict=True))
 
-    async def _done(self, ids: list[str]) -> None:
-        keys = self._keys
+    async def _done(self, keys: Keys, ids: list[str]) -> None:
         await self._scripts.sched_done(keys=[keys.schedules_claimed, keys.schedules], args=ids)
 
+    async def _renew(self, keys: Keys, ids: list[str]) -> None:
+        """Push the leases of claims still being sent a lease ahead (only if still claimed)."""
+        until = now_ms() + CLAIM_LEASE_MS
+        await self._redis.zadd(keys.schedules_claimed, dict.fromkeys(ids, until), xx=True)
+
     async def _next_due_in(self) -> float:
-        first = await self._redis.zrange(self._keys.schedules_due, 0, 0, withscores=True)
-        if not first:
-            return POLL_SECONDS
-        return max(0.0, min(POLL_SECONDS, (float(first[0][1]) - now_ms()) / 1000))
+        soonest = POLL_SECONDS
+        for keys in self._layout.shards:
+            first = await self._redis.zrange(keys.schedules_due, 0, 0, withscores=True)
+            if first:
+                soonest = min(soonest, max(0.0, (float(first[0][1]) - now_ms()) / 1000))
+        return soonest
 
     async def _dispatch_loop(self) -> None:
         delay = 0.5
+        failing = False
         while True:
             try:
-                claimed = await self._claim()
-                if claimed:
-                    await self._send(claimed)
-                    continue  # there may be more due right now
-                await asyncio.sleep(await self._next_due_in())
+                sent_any = False
+                for keys in self._layout.shards:
+                    claimed = await self._claim(keys)
+                    if claimed:
+                        await self._send(keys, claimed)
+                        sent_any = True
+                if failing:
+                    logger.warning("schedules: dispatch works again")
+                    failing = False
                 delay = 0.5
+                if not sent_any:
+                    await asyncio.sleep(await self._next_due_in())
+                # else: there may be more due right now
             except asyncio.CancelledError:
                 raise
             except Exception:  # the dispatcher must outlive any one failure
-                logger.warning(
-                    "schedules: dispatch failed; retrying",
-                    extra={"in_seconds": delay},
-                    exc_info=True,
-                )
+                if not failing:  # one line when it stops working, not one per attempt
+                    logger.warning(
+                        "schedules: dispatch failed; retrying with backoff", exc_info=True
+                    )
+                    failing = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _send(self, claimed: list[tuple[str, str]]) -> None:
+    async def _send(self, keys: Keys, claimed: list[tuple[str, str]]) -> None:
         finished = []
-        for schedule_id, raw in claimed:
+        renew_at = now_ms() + RENEW_AFTER_MS
+        for index, (schedule_id, raw) in enumerate(claimed):
+            if now_ms() >= renew_at:
+                await self._renew(keys, [sid for sid, _ in claimed[index:]])
+                renew_at = now_ms() + RENEW_AFTER_MS
             try:
                 task = ScheduledTask.model_validate_json(raw)
             except ValidationError:
@@ -197,7 +227,7 @@ class RedisScheduleSource(ScheduleSource):
                 break
             finished.append(schedule_id)
         if finished:
-            await self._done(finished)
+            await self._done(keys, finished)
 
 
 def stage_schedule(pipe: Pipeline, keys: Keys, schedule: ScheduledTask) -> None:

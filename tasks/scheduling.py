@@ -9,7 +9,7 @@ from config.settings import Settings, load_settings
 from tasks.schedules import RedisScheduleSource
 from tasks.worker import CLEANUP, DAILY_REPORT, SWEEP_EXPIRED, build_worker_broker
 from verification.connections import open_redis
-from verification.keys import Keys
+from verification.keys import Layout
 
 
 def periodic_jobs() -> list[ScheduledTask]:
@@ -35,7 +35,7 @@ def schedule_source(
     """The Redis schedule store; ``dispatch`` runs its on-time sender (schedulers only)."""
     redis = open_redis(settings)
     return RedisScheduleSource(
-        redis, Keys(settings.redis_prefix), broker, periodic_jobs(), dispatch=dispatch
+        redis, Layout.for_settings(settings), broker, periodic_jobs(), dispatch=dispatch
     )
 
 

@@ -39,7 +39,7 @@ from verification.connections import open_redis
 from verification.deliveries import DeliveryStore
 from verification.durability import Durability
 from verification.events import EventStore
-from verification.keys import Keys
+from verification.keys import Layout
 from verification.models import now_ms
 from verification.reports import DAY_MS, day_report
 from verification.service import SIGNUP_REMINDER, VerificationService
@@ -103,14 +103,14 @@ class Tasks:
 
 
 async def _cleanup(held: WorkerResources, settings: Settings) -> dict[str, int]:
-    removed = await clean_up(held.redis, Keys(settings.redis_prefix))
+    removed = await clean_up(held.redis, Layout.for_settings(settings))
     logger.info("cleanup done", extra=removed)
     return removed
 
 
 async def _daily_report(held: WorkerResources, settings: Settings) -> str:
     yesterday = now_ms() // DAY_MS - 1
-    text = "\n".join(await day_report(held.redis, Keys(settings.redis_prefix), yesterday))
+    text = "\n".join(await day_report(held.redis, Layout.for_settings(settings), yesterday))
     logger.info("daily report", extra={"report": text})
     if held.bot is not None:
         for admin in settings.telegram.admin_ids:
@@ -119,7 +119,7 @@ async def _daily_report(held: WorkerResources, settings: Settings) -> str:
 
 
 async def _remind(held: WorkerResources, settings: Settings, reminder_id: str) -> str:
-    reminders = Reminders(held.redis, Keys(settings.redis_prefix))
+    reminders = Reminders(held.redis, Layout.for_settings(settings).home)
     claim = await reminders.claim(reminder_id, int(settings.queue.lease_seconds * 1000))
     if claim is None:
         return "not due"  # sent, canceled, or being sent by another worker
@@ -243,11 +243,6 @@ class TaskiqDeliveryQueue:
         }
 
     @property
-    def stream(self) -> str:
-        """The stream the workers read."""
-        return str(self._broker.queue_name)
-
-    @property
     def maxlen(self) -> int:
         """Approximate cap of the stream."""
         return self._maxlen
@@ -279,7 +274,7 @@ async def stop_task(task: asyncio.Task[Any], *, timeout: float = 10.0) -> None:
 
 
 def _dev_outbox(settings: Settings, redis: Redis) -> DevOutbox:
-    return DevOutbox(redis, Keys(settings.redis_prefix).outbox, echo=settings.dev)
+    return DevOutbox(redis, Layout.for_settings(settings).home.outbox, echo=settings.dev)
 
 
 def build_email_sender(settings: Settings, redis: Redis) -> EmailSender:
@@ -341,12 +336,13 @@ def attach_worker(
 
     async def startup(state: TaskiqState) -> None:
         redis = open_redis(settings)
-        keys = Keys(settings.redis_prefix)
+        layout = Layout.for_settings(settings)
+        keys = layout.home
         deliverer = Deliverer(
             settings=settings,
             store=DeliveryStore(
                 redis,
-                keys,
+                layout,
                 settings.require_secret_key(),
                 durable=Durability(
                     redis, settings.durable_replicas, settings.redis.durable_timeout_ms
@@ -357,10 +353,10 @@ def attach_worker(
             sms=build_sms_sender(settings, redis),
             sites={site.id: site for site in settings.sites},
         )
-        recovery = Recovery(redis, broker, settings.redis_prefix, settings.queue.heartbeat_seconds)
+        recovery = Recovery(redis, broker, layout, settings.queue.heartbeat_seconds)
         await recovery.beat()
         http = aiohttp.ClientSession()
-        events = EventSender(settings, EventStore(redis, keys), http, deliverer.sites)
+        events = EventSender(settings, EventStore(redis, layout), http, deliverer.sites)
         resources = WorkerResources(
             redis=redis, deliverer=deliverer, recovery=recovery, events=events, http=http
         )
@@ -370,7 +366,7 @@ def attach_worker(
             resources.bot = create_bot(settings)
         resources.broadcasts = BroadcastStore(redis, keys)
         resources.service = VerificationService(
-            redis, settings, TaskiqDeliveryQueue(broker, tasks), keys=keys
+            redis, settings, TaskiqDeliveryQueue(broker, tasks), layout=layout
         )
         resources.broadcaster = Broadcaster(
             settings, resources.broadcasts, resources.bot, deliverer.email, deliverer.renderer

@@ -29,6 +29,23 @@ async def verified(client: TestClient, smtp: SmtpSink, address: str, **extra: An
     assert (await response.json())["status"] == "approved"
 
 
+async def settled_subscribers(settings: Settings) -> set[str]:
+    """The announcement list once the workers took every approval (which subscribes)."""
+    redis = open_redis(settings)
+    keys = Keys(settings.redis_prefix)
+    try:
+
+        async def settled() -> set[str] | None:
+            if await redis.zcard(keys.events_due):
+                return None
+            return set(await redis.zrange(keys.mail_subscribers, 0, -1)) or None
+
+        found: set[str] = await wait_for(settled, timeout=15, what="approvals to be taken")
+        return found
+    finally:
+        await redis.aclose()
+
+
 async def broadcast(settings: Settings, text: str) -> tuple[str, int]:
     redis = open_redis(settings)
     try:
@@ -62,6 +79,7 @@ async def test_opted_in_verified_addresses_get_announcements_and_can_leave_in_on
     await verified(client, smtp, "quiet@example.com")  # did not opt in
     # Opted in but never verified: an unproven address gets nothing.
     await signup(client, email="unproven@example.com", user_id="unproven", subscribe=True)
+    assert await settled_subscribers(settings) == {"fan@example.com"}
 
     bid, total = await broadcast(settings, "Spring sale\nEverything is 20 % off this week.")
     assert total == 1
@@ -106,6 +124,7 @@ async def test_a_forged_unsubscribe_link_changes_nothing(
     client: TestClient, smtp: SmtpSink, settings: Settings, worker: None
 ) -> None:
     await verified(client, smtp, "keep@example.com", subscribe=True)
+    assert await settled_subscribers(settings) == {"keep@example.com"}
     forged = "a2VlcEBleGFtcGxlLmNvbQ.AAAAAAAAAAAAAAAAAAAAAA"  # base64url of the address
     response = await client.post(f"/unsubscribe/{forged}")
     assert response.status == 404

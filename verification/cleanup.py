@@ -7,21 +7,23 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from verification.keys import Keys
+from verification.keys import Keys, Layout
 from verification.models import now_ms
 
 #: Broadcasts are listed for this long (their own records expire after the same time).
 BROADCAST_LIST_MS = 30 * 86_400_000
 
 
-async def clean_up(redis: Redis, keys: Keys) -> dict[str, int]:
-    """Drop index entries whose records have expired; returns how many, per index."""
-    removed = {
-        "dead_letters": await _drop_gone(redis, keys.dead_letters, keys.delivery),
-        "failed_events": await _drop_gone(redis, keys.events_failed, keys.event_by_id),
-    }
+async def clean_up(redis: Redis, where: Layout | Keys) -> dict[str, int]:
+    """Drop index entries whose records have expired (every shard); how many, per index."""
+    layout = where if isinstance(where, Layout) else Layout(where.prefix)
+    removed = {"dead_letters": 0, "failed_events": 0}
+    for keys in layout.shards:
+        removed["dead_letters"] += await _drop_gone(redis, keys.dead_letters, keys.delivery)
+        removed["failed_events"] += await _drop_gone(redis, keys.events_failed, keys.event_by_id)
     cutoff = now_ms() - BROADCAST_LIST_MS
-    removed["broadcasts"] = int(await redis.zremrangebyscore(keys.broadcasts, "-inf", cutoff))
+    home = layout.home
+    removed["broadcasts"] = int(await redis.zremrangebyscore(home.broadcasts, "-inf", cutoff))
     return removed
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 
 from verification.codes import PayloadSealer
 from verification.durability import Durability
-from verification.keys import Keys
+from verification.keys import Keys, Layout, delivery_verification
 from verification.models import now_ms
 from verification.scripts import Scripts, as_text
 
@@ -42,10 +43,15 @@ class DeliveryStore:
     """Atomic delivery bookkeeping in Redis."""
 
     def __init__(
-        self, redis: Redis, keys: Keys, master_key: bytes, *, durable: Durability | None = None
+        self,
+        redis: Redis,
+        layout: Layout | Keys,
+        master_key: bytes,
+        *,
+        durable: Durability | None = None,
     ) -> None:
         self._redis = redis
-        self._keys = keys
+        self._layout = layout if isinstance(layout, Layout) else Layout(layout.prefix)
         self._sealer = PayloadSealer(master_key)
         self._scripts = Scripts.register(redis)
         # A claim that replicas do not hold yet may be on a master that is about to lose
@@ -58,12 +64,20 @@ class DeliveryStore:
         Claiming again with the same ``token`` while the lease runs returns the same
         attempt, so a claim whose reply was lost can be retried.
         """
-        keys = self._keys
+        keys = self._layout.of(delivery_id)
+        vid = delivery_verification(delivery_id)
+        if vid is None:  # a delivery queued before ids named their verification
+            vid = cast(
+                str | None, await self._redis.hget(keys.delivery(delivery_id), "verification_id")
+            )
+            if vid is None:
+                return NotClaimed("gone")
+        now = now_ms()
         reply = as_text(
             await self._durable.run(
                 self._scripts.claim,
-                [keys.delivery(delivery_id), keys.due, keys.stats, keys.expiring, keys.events_due],
-                [now_ms(), lease_ms, delivery_id, keys.prefix, token],
+                [*keys.status(vid, now), keys.delivery(delivery_id), keys.due],
+                [now, lease_ms, delivery_id, token],
                 promised=lambda r: bool(r) and as_text(r)[0] == "claimed",
             )
         )
@@ -84,10 +98,16 @@ class DeliveryStore:
             purpose=reply[9] if len(reply) > 9 else "code",
         )
 
+    async def channel_of(self, delivery_id: str) -> str:
+        """The delivery's channel ('' when it is gone), read without claiming it."""
+        raw = await self._redis.hget(self._layout.of(delivery_id).delivery(delivery_id), "channel")
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
     async def extend(self, claim: Claim, lease_ms: int) -> bool:
         """Renew the lease of a running attempt; False if it is no longer ours."""
+        keys = self._layout.of(claim.delivery_id)
         reply = await self._scripts.extend(
-            keys=[self._keys.delivery(claim.delivery_id), self._keys.due],
+            keys=[keys.delivery(claim.delivery_id), keys.due],
             args=[now_ms(), lease_ms, claim.delivery_id, claim.attempt],
         )
         return bool(reply)
@@ -103,21 +123,18 @@ class DeliveryStore:
         next_at: int = 0,
         maybe_sent: bool = False,
     ) -> str:
-        keys = self._keys
+        keys = self._layout.of(claim.delivery_id)
+        now = now_ms()
         reply = as_text(
             await self._scripts.record(
                 keys=[
+                    *keys.status(verification_id, now),
                     keys.delivery(claim.delivery_id),
                     keys.due,
-                    keys.stats,
                     keys.dead_letters,
-                    keys.verification(verification_id),
-                    keys.expiring,
-                    keys.event(verification_id),
-                    keys.events_due,
                 ],
                 args=[
-                    now_ms(),
+                    now,
                     outcome,
                     provider_id,
                     error,
@@ -150,14 +167,38 @@ class DeliveryStore:
         return await self._record(claim, verification_id, "retry", error=error, next_at=at_ms)
 
     async def take_due(self, lease_ms: int, limit: int = 100) -> list[str]:
-        """Delivery ids due for (re)enqueueing, each handed to one caller per lease."""
-        reply = await self._scripts.pump(keys=[self._keys.due], args=[now_ms(), lease_ms, limit])
-        return as_text(reply)
+        """Delivery ids due for (re)enqueueing in every shard, each to one caller per lease."""
+        due: list[str] = []
+        for keys in self._layout.shards:
+            reply = await self._scripts.pump(keys=[keys.due], args=[now_ms(), lease_ms, limit])
+            due.extend(as_text(reply))
+        return due
 
     async def sweep_expired(self, limit: int = 500) -> list[str]:
-        """Mark pending verifications past their expiry as expired; returns their ids."""
-        reply = await self._scripts.sweep(
-            keys=[self._keys.expiring, self._keys.stats, self._keys.events_due],
-            args=[now_ms(), limit, self._keys.prefix],
-        )
-        return as_text(reply)
+        """Mark pending verifications past their expiry as expired; returns their ids.
+
+        Per shard: the due ids are read first, so the script is given every key it touches.
+        """
+        expired: list[str] = []
+        for keys in self._layout.shards:
+            now = now_ms()
+            ids = cast(
+                list[str], await self._redis.zrangebyscore(keys.expiring, "-inf", now, 0, limit)
+            )
+            if not ids:
+                continue
+            shared = [
+                keys.expiring,
+                keys.stats,
+                keys.stats_day(now // 86_400_000),
+                keys.events_due,
+                keys.schedules,
+                keys.schedules_due,
+            ]
+            per_id = [k for vid in ids for k in (keys.verification(vid), keys.event(vid))]
+            reply = await self._scripts.sweep(
+                keys=[*shared, *per_id],
+                args=[now, *ids],
+            )
+            expired.extend(as_text(reply))
+        return expired

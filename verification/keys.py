@@ -1,8 +1,47 @@
-"""Every Redis key Tidings uses, in one place."""
+"""Every Redis key Tidings uses, in one place, and how keys are spread over shards.
+
+The data is split into logical *shards*. Every key of a shard starts with the shard's
+prefix, which carries a Redis Cluster hash tag (``{tidings:3:17}``), so each Lua script,
+which only touches the keys of one verification and the indexes of its shard, runs on
+one slot. The shards' tags are chosen so that their slots are spread evenly over the
+16,384 slots: a cluster whose masters own equal slot ranges gets an equal share each.
+
+What lives where, and why:
+
+- A verification, its deliveries, its event, its ``remind_after`` schedule, its
+  webhook-id record and its user index entry live in one shard, chosen when the signup
+  arrives from what the rate limits count: the address (email), the number's prefix
+  (SMS: the anti-pumping counter of that prefix is in the same slot) or the site's user
+  (Telegram). So accepting a signup, limits included, stays one atomic script.
+- Each shard has its own task stream, due sets, expiry index, events, schedules,
+  dead letters and counters; workers, schedulers and metrics visit every shard.
+- The site-wide hourly cap is kept per shard (the cap divided by the shard count): a
+  global counter would put every signup on one slot.
+- Bot-wide state (subscribers, chats, broadcasts, people's reminders, the Telegram send
+  schedule, the dev outbox) is small and lives in the *home* shard, shard 0.
+
+Ids carry their shard: with more than one shard a verification id is ``ver_`` + two hex
+digits of shard + 32 random hex digits; a delivery id embeds its verification's. With
+one shard ids have no shard digits and the keys have no hash tag, which is exactly the
+layout before shards existed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+#: Shards on a Redis Cluster unless configured: 4 per master on the usual 3 masters.
+CLUSTER_SHARDS = 12
+
+#: Stored in Redis under :attr:`Layout.version_key`; bumped when keys move.
+LAYOUT_VERSION = 2
 
 
 def event_id(verification_id: str) -> str:
@@ -134,6 +173,32 @@ class Keys:
         """Sorted set of one chat's reminder ids by due time (ms)."""
         return f"{self.prefix}:rem:chat:{chat_id}"
 
+    def status(self, verification_id: str, now: int) -> list[str]:
+        """KEYS 1-8 of every script that can change a verification's status (``_lib.lua``)."""
+        return [
+            self.verification(verification_id),
+            self.expiring,
+            self.stats,
+            self.stats_day(now // 86_400_000),
+            self.event(verification_id),
+            self.events_due,
+            self.schedules,
+            self.schedules_due,
+        ]
+
+    def stats_day(self, day: int) -> str:
+        """Counters of one UTC day (days since the epoch), kept 8 days."""
+        return f"{self.prefix}:stats:day:{day}"
+
+    @property
+    def mail_subscriber_locales(self) -> str:
+        """Hash of subscribed address → the language its announcements are written in."""
+        return f"{self.mail_subscribers}:locale"
+
+    def heartbeat(self, consumer: str) -> str:
+        """A worker's heartbeat, beside the stream whose entries it holds."""
+        return f"{self.prefix}:consumer:{consumer}"
+
     def event(self, verification_id: str) -> str:
         """Hash of the outbound event of a verification's final status change."""
         return f"{self.prefix}:e:{event_id(verification_id)}"
@@ -186,3 +251,90 @@ class Keys:
     def queue(self) -> str:
         """The taskiq stream."""
         return f"{self.prefix}:queue"
+
+
+def shard_prefixes(prefix: str, count: int, *, tagged: bool) -> tuple[str, ...]:
+    """Key prefixes of ``count`` shards whose hash slots are spread evenly.
+
+    Shard ``i``'s tag is the first ``{prefix:i:k}`` whose slot falls in the ``i``-th of
+    ``count`` equal slot ranges (found in a few tries, the same in every process).
+    """
+    if count == 1:
+        return (f"{{{prefix}}}" if tagged else prefix,)
+    prefixes = []
+    for index in range(count):
+        low = index * REDIS_CLUSTER_HASH_SLOTS // count
+        high = (index + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+        attempt = 0
+        while not low <= key_slot(f"{prefix}:{index}:{attempt}".encode()) < high:
+            attempt += 1
+        prefixes.append(f"{{{prefix}:{index}:{attempt}}}")
+    return tuple(prefixes)
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The shards of one deployment and how an id or a destination finds its shard."""
+
+    prefix: str
+    count: int = 1
+    tagged: bool = False  # hash tags even with one shard (Redis Cluster)
+    #: Every shard's key builder, in shard order.
+    shards: tuple[Keys, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefixes = shard_prefixes(self.prefix, self.count, tagged=self.tagged)
+        object.__setattr__(self, "shards", tuple(Keys(p) for p in prefixes))
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Layout:
+        """The layout the settings describe (shard count, hash tags on a cluster)."""
+        clustered = bool(settings.redis_url) and settings.redis_target().topology == "cluster"
+        count = settings.redis.shards or (CLUSTER_SHARDS if clustered else 1)
+        return cls(settings.redis_prefix, count, tagged=clustered)
+
+    @property
+    def home(self) -> Keys:
+        """Shard 0: bot-wide state and the layout record."""
+        return self.shards[0]
+
+    @property
+    def version_key(self) -> str:
+        """The layout record: version and shard count of the data in this Redis."""
+        return f"{self.home.prefix}:layout"
+
+    def shard_of(self, any_id: str) -> int:
+        """The shard of a ``ver_``, ``dlv_`` or ``evt_`` id (0 for ids without one)."""
+        head = any_id.partition("_")[2]
+        if self.count == 1 or len(head) < 34 or head[32:33] == "_":
+            return 0  # one shard, or an id from before shards
+        try:
+            index = int(head[:2], 16)
+        except ValueError:
+            return 0
+        return index if index < self.count else 0
+
+    def of(self, any_id: str) -> Keys:
+        """The keys of the shard holding ``any_id``."""
+        return self.shards[self.shard_of(any_id)]
+
+    def shard_for(self, digest: str) -> int:
+        """The shard chosen for a hex digest (of an address, a number prefix, a user)."""
+        return int(digest[:8], 16) % self.count
+
+    def new_verification_id(self, shard: int) -> str:
+        """A fresh unguessable verification id in ``shard`` (128 random bits)."""
+        if self.count == 1:
+            return f"ver_{secrets.token_hex(16)}"
+        return f"ver_{shard:02x}{secrets.token_hex(16)}"
+
+
+def new_delivery_id(verification_id: str) -> str:
+    """A delivery id that names its verification (so a worker finds both in one step)."""
+    return f"dlv_{verification_id.removeprefix('ver_')}_{secrets.token_hex(4)}"
+
+
+def delivery_verification(delivery_id: str) -> str | None:
+    """The verification a delivery id names, or None for ids from before they did."""
+    head, sep, _ = delivery_id.removeprefix("dlv_").rpartition("_")
+    return f"ver_{head}" if sep and head else None

@@ -7,7 +7,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from verification.keys import Keys
+from verification.keys import Keys, Layout
 from verification.models import now_ms
 
 DAY_MS = 86_400_000
@@ -36,36 +36,56 @@ class Snapshot:
         ]
 
 
-async def read_snapshot(redis: Redis, keys: Keys) -> Snapshot:
-    """All counters in one round trip."""
+def _layout(where: Layout | Keys) -> Layout:
+    return where if isinstance(where, Layout) else Layout(where.prefix)
+
+
+def _add(total: dict[str, int], counts: dict[str, str]) -> None:
+    for name, value in counts.items():
+        total[name] = total.get(name, 0) + int(value)
+
+
+async def read_snapshot(redis: Redis, where: Layout | Keys) -> Snapshot:
+    """All counters, summed over every shard, in one round trip per node."""
+    layout = _layout(where)
     day = now_ms() // DAY_MS
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(keys.stats)
-        pipe.xlen(keys.queue)
-        pipe.zcard(keys.due)
-        pipe.llen(keys.dead_letters)
-        pipe.hgetall(f"{keys.stats}:day:{day}")
-        pipe.zcard(keys.subscribers)
-        stats, depth, due, dead, today, subscribers = await pipe.execute()
-    return Snapshot(
-        stats=cast(dict[str, str], stats),
-        queue_depth=int(depth),
-        due=int(due),
-        dead_letters=int(dead),
-        today={k: int(v) for k, v in cast(dict[str, str], today).items()},
-        subscribers=int(subscribers),
-    )
+        for keys in layout.shards:
+            pipe.hgetall(keys.stats)
+            pipe.xlen(keys.queue)
+            pipe.zcard(keys.due)
+            pipe.llen(keys.dead_letters)
+            pipe.hgetall(keys.stats_day(day))
+        pipe.zcard(layout.home.subscribers)
+        *per_shard, subscribers = await pipe.execute()
+    stats: dict[str, int] = {}
+    today: dict[str, int] = {}
+    snapshot = Snapshot(subscribers=int(subscribers))
+    for index in range(0, len(per_shard), 5):
+        shard_stats, depth, due, dead, shard_today = per_shard[index : index + 5]
+        _add(stats, cast(dict[str, str], shard_stats))
+        _add(today, cast(dict[str, str], shard_today))
+        snapshot.queue_depth += int(depth)
+        snapshot.due += int(due)
+        snapshot.dead_letters += int(dead)
+    snapshot.stats = {name: str(value) for name, value in stats.items()}
+    snapshot.today = today
+    return snapshot
 
 
-async def day_report(redis: Redis, keys: Keys, day: int) -> list[str]:
+async def day_report(redis: Redis, where: Layout | Keys, day: int) -> list[str]:
     """What happened on UTC day ``day`` (days since the epoch), for the admins' daily report."""
+    layout = _layout(where)
     start, end = day * DAY_MS, (day + 1) * DAY_MS - 1
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(f"{keys.stats}:day:{day}")
-        pipe.zcount(keys.subscribers, start, end)
-        pipe.zcount(keys.mail_subscribers, start, end)
-        counts, telegram, mail = await pipe.execute()
-    counts = {k: int(v) for k, v in cast(dict[str, str], counts).items()}
+        for keys in layout.shards:
+            pipe.hgetall(keys.stats_day(day))
+        pipe.zcount(layout.home.subscribers, start, end)
+        pipe.zcount(layout.home.mail_subscribers, start, end)
+        *days, telegram, mail = await pipe.execute()
+    counts: dict[str, int] = {}
+    for shard_day in days:
+        _add(counts, cast(dict[str, str], shard_day))
     statuses = sorted(k for k in counts if ":" not in k)
     lines = [f"Report for {_date(day)} (UTC)"]
     for status in statuses:

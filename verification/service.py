@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -11,10 +12,10 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from config.sites import EMAIL_CHANNELS, Channel, CodePolicy, SiteConfig
-from verification.codes import CodeHasher, LinkToken, PayloadSealer, generate_code, new_id
+from verification.codes import CodeHasher, LinkToken, PayloadSealer, generate_code
 from verification.durability import Durability
 from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited, Refused
-from verification.keys import Keys
+from verification.keys import Keys, Layout, new_delivery_id
 from verification.models import (
     DeliveryStatus,
     Status,
@@ -36,13 +37,10 @@ SIGNUP_REMINDER = "tidings.signup_reminder"
 class DeliveryQueue(Protocol):
     """Where new deliveries are handed to the workers.
 
-    The service appends the task message to the stream inside the same Lua script that
-    stores the delivery, so a signup is accepted and queued atomically, in one round trip.
+    The service appends the task message to its shard's stream inside the same Lua script
+    that stores the delivery, so a signup is accepted and queued atomically, in one round
+    trip.
     """
-
-    @property
-    def stream(self) -> str:
-        """The stream key the workers read."""
 
     @property
     def maxlen(self) -> int:
@@ -140,12 +138,12 @@ class VerificationService:
         settings: Settings,
         queue: DeliveryQueue,
         *,
-        keys: Keys | None = None,
+        layout: Layout | None = None,
     ) -> None:
         self._redis = redis
         self._settings = settings
         self._queue = queue
-        self._keys = keys or Keys(settings.redis_prefix)
+        self._layout = layout or Layout.for_settings(settings)
         master = settings.require_secret_key()
         self._hasher = CodeHasher(master)
         self._sealer = PayloadSealer(master)
@@ -194,7 +192,9 @@ class VerificationService:
 
         Returns what happened; a verification that is no longer pending gets nothing.
         """
-        raw = cast(dict[str, str], await self._redis.hgetall(self._keys.verification(vid)))
+        raw = cast(
+            dict[str, str], await self._redis.hgetall(self._layout.of(vid).verification(vid))
+        )
         site = next((s for s in self._settings.sites if s.id == raw.get("site")), None)
         if not raw or site is None:
             return "gone"
@@ -206,18 +206,36 @@ class VerificationService:
             return f"not sent: {exc}"
         return "sent"
 
-    def _status_keys(self, vid: str) -> list[str]:
-        """The keys every status change touches: verification, expiry index, stats, event."""
-        keys = self._keys
-        return [keys.verification(vid), keys.expiring, keys.stats, keys.event(vid), keys.events_due]
-
-    def _prefix_limit(self, channel: Channel, destination: str, hour: int) -> tuple[str, int, int]:
+    def _prefix_limit(
+        self, keys: Keys, channel: Channel, destination: str, hour: int
+    ) -> tuple[str, int, int]:
         """Key, limit and TTL of the anti-pumping counter (limit 0: not counted)."""
         sms = self._settings.sms
         if channel != Channel.SMS or not sms.sends_per_prefix_per_hour:
-            return self._keys.phone_prefix_hour("-", hour), 0, 0
+            return keys.phone_prefix_hour("-", hour), 0, 0
         prefix = phone_prefix(destination, sms.prefix_digits)
-        return self._keys.phone_prefix_hour(prefix, hour), sms.sends_per_prefix_per_hour, HOUR_MS
+        return keys.phone_prefix_hour(prefix, hour), sms.sends_per_prefix_per_hour, HOUR_MS
+
+    def _signup_shard(self, site: SiteConfig, signup: Signup, destination: str) -> int:
+        """The shard of a new verification: where the counters its limits check live.
+
+        An address's sends are counted in its own shard, an SMS number's in the shard of
+        its number range (so the anti-pumping counter of the range is in the same slot),
+        and a Telegram signup, which has no destination yet, goes by the site's user.
+        """
+        if self._layout.count == 1:
+            return 0
+        if signup.channel == Channel.SMS:
+            what = "prefix:" + phone_prefix(destination, self._settings.sms.prefix_digits)
+        elif destination:
+            what = destination.lower()
+        else:
+            what = f"{site.id}:{signup.user_id}"
+        return self._layout.shard_for(self._hasher.index(what))
+
+    def _site_limit(self, policy: CodePolicy) -> int:
+        """The site's hourly cap as counted in one shard: the cap shared out over shards."""
+        return math.ceil(policy.site_sends_per_hour / self._layout.count)
 
     def _new_delivery(
         self,
@@ -231,7 +249,7 @@ class VerificationService:
     ) -> dict[str, str]:
         return {
             "purpose": purpose,
-            "id": new_id("dlv"),
+            "id": new_delivery_id(verification_id),
             "verification_id": verification_id,
             "channel": channel.value,
             "send_no": str(send_no),
@@ -253,7 +271,9 @@ class VerificationService:
         destination = self._destination(signup.channel, signup.email, signup.phone)
         policy = self._policy(site)
         now = now_ms()
-        vid = new_id("ver")
+        shard = self._signup_shard(site, signup, destination)
+        keys = self._layout.shards[shard]
+        vid = self._layout.new_verification_id(shard)
         code = generate_code(policy.digits)
         link = LinkToken.new(vid)
         expires_at = now + policy.ttl_seconds * 1000
@@ -293,8 +313,9 @@ class VerificationService:
             resource["telegram_link"] = self.telegram_link(verification)
             body = json.dumps(resource)
         hour = now // HOUR_MS
-        keys = self._keys
-        prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(signup.channel, destination, hour)
+        prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(
+            keys, signup.channel, destination, hour
+        )
         dest_key = keys.destination_window(self._hasher.index(destination.lower()))
         reply = as_text(
             await self._durable.run(
@@ -310,10 +331,11 @@ class VerificationService:
                     keys.verification_deliveries(vid),
                     keys.expiring,
                     keys.stats,
-                    self._queue.stream,
+                    keys.queue,
                     prefix_key,
                     keys.schedules,
                     keys.schedules_due,
+                    keys.stats_day(now // 86_400_000),
                 ],
                 [
                     now,
@@ -324,7 +346,7 @@ class VerificationService:
                     expires_at - now + self._settings.retention_seconds * 1000,
                     policy.destination_window_seconds * 1000,
                     policy.sends_per_destination,
-                    policy.site_sends_per_hour,
+                    self._site_limit(policy),
                     (hour + 1) * HOUR_MS - now,
                     delivery.get("id", ""),
                     now + int(self._settings.queue.requeue_after_seconds * 1000),
@@ -352,20 +374,26 @@ class VerificationService:
     async def replayed_answer(self, site: SiteConfig, webhook_id: str) -> dict[str, Any] | None:
         """The answer first given to this ``webhook-id``, if any."""
         stored = cast(
-            str | None, await self._redis.get(self._keys.webhook_seen(site.id, webhook_id))
+            str | None, await self._redis.get(self._layout.home.webhook_seen(site.id, webhook_id))
         )
         return json.loads(stored) if stored else None
 
     async def remember_answer(
         self, site: SiteConfig, webhook_id: str, answer: dict[str, Any]
     ) -> None:
-        """Keep the answer to a ``webhook-id`` so a redelivery gets it again."""
-        key = self._keys.webhook_seen(site.id, webhook_id)
+        """Keep the answer to a ``webhook-id`` so a redelivery gets it again.
+
+        For events that create nothing (cancellations): kept in the home shard. A
+        ``signup.created`` keeps its answer in its verification's shard, in its script.
+        """
+        key = self._layout.home.webhook_seen(site.id, webhook_id)
         ttl = self._settings.webhook_replay_seconds
         await self._redis.set(key, json.dumps(answer), ex=ttl, nx=True)
 
     async def _load(self, site: SiteConfig, vid: str) -> dict[str, str]:
-        raw = cast(dict[str, str], await self._redis.hgetall(self._keys.verification(vid)))
+        raw = cast(
+            dict[str, str], await self._redis.hgetall(self._layout.of(vid).verification(vid))
+        )
         if not raw or raw.get("site") != site.id:
             raise NotFound("no such verification")
         return raw
@@ -373,12 +401,11 @@ class VerificationService:
     async def get(self, site: SiteConfig, vid: str) -> dict[str, Any]:
         """The verification resource with its deliveries."""
         v = await self._load(site, vid)
-        ids = cast(
-            list[str], await self._redis.lrange(self._keys.verification_deliveries(vid), 0, -1)
-        )
+        keys = self._layout.of(vid)
+        ids = cast(list[str], await self._redis.lrange(keys.verification_deliveries(vid), 0, -1))
         async with self._redis.pipeline(transaction=False) as pipe:
             for did in ids:
-                pipe.hgetall(self._keys.delivery(did))
+                pipe.hgetall(keys.delivery(did))
             deliveries = [d for d in await pipe.execute() if d]
         return verification_resource(v, deliveries, now_ms(), self.telegram_link(v))
 
@@ -417,8 +444,8 @@ class VerificationService:
         reply = as_text(
             await self._durable.run(
                 self._scripts.telegram,
-                self._status_keys(vid),
-                [now_ms(), vid, action, user_id, chat_id, how, phone],
+                self._layout.of(vid).status(vid, now := now_ms()),
+                [now, vid, action, user_id, chat_id, how, phone],
                 promised=lambda r: bool(r) and as_text(r)[0] in {"approved", "linked"},
             )
         )
@@ -426,12 +453,12 @@ class VerificationService:
 
     async def check(self, site: SiteConfig, vid: str, code: str) -> CheckResult:
         """Compare ``code``; a match approves and consumes it, a miss spends an attempt."""
-        keys = self._keys
+        now = now_ms()
         reply = as_text(
             await self._durable.run(
                 self._scripts.check,
-                [*self._status_keys(vid), keys.mail_subscribers],
-                [now_ms(), site.id, self._hasher.code(vid, code), vid],
+                self._layout.of(vid).status(vid, now),
+                [now, site.id, self._hasher.code(vid, code), vid],
                 promised=lambda r: bool(r) and as_text(r)[0] == "valid",
             )
         )
@@ -449,12 +476,12 @@ class VerificationService:
         if parsed is None:
             return LinkState("invalid", "", "")
         vid = parsed.verification_id
-        keys = self._keys
+        now = now_ms()
         reply = as_text(
             await self._durable.run(
                 self._scripts.link,
-                [*self._status_keys(vid), keys.mail_subscribers],
-                [now_ms(), self._hasher.link(parsed), vid, "use" if use else "peek"],
+                self._layout.of(vid).status(vid, now),
+                [now, self._hasher.link(parsed), vid, "use" if use else "peek"],
                 promised=lambda r: bool(r) and as_text(r)[0] == "approved",
             )
         )
@@ -484,22 +511,21 @@ class VerificationService:
         expires_at = now + policy.ttl_seconds * 1000
         delivery = self._new_delivery(vid, chosen, 0, code, link, now, purpose)
         hour = now // HOUR_MS
-        keys = self._keys
-        prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(chosen, destination, hour)
+        # Everything in the verification's shard. A resend by another channel counts the
+        # new destination's sends there too, not in that destination's own shard: the
+        # limits stay one atomic step, at the price of a per-shard count for such resends.
+        keys = self._layout.of(vid)
+        prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(keys, chosen, destination, hour)
         reply = as_text(
             await self._scripts.resend(
                 keys=[
-                    keys.verification(vid),
+                    *keys.status(vid, now),
                     keys.destination_window(self._hasher.index(destination.lower())),
                     keys.site_hour(site.id, hour),
                     keys.delivery(delivery["id"]),
                     keys.due,
                     keys.verification_deliveries(vid),
-                    keys.expiring,
-                    keys.stats,
-                    self._queue.stream,
-                    keys.event(vid),
-                    keys.events_due,
+                    keys.queue,
                     prefix_key,
                 ],
                 args=[
@@ -511,7 +537,7 @@ class VerificationService:
                     0 if purpose == "reminder" else policy.resend_cooldown_seconds * 1000,
                     policy.destination_window_seconds * 1000,
                     policy.sends_per_destination,
-                    policy.site_sends_per_hour,
+                    self._site_limit(policy),
                     (hour + 1) * HOUR_MS - now,
                     delivery["id"],
                     json.dumps(delivery),
@@ -533,10 +559,10 @@ class VerificationService:
 
     async def _cancel(self, site_id: str, vid: str) -> list[str]:
         """``['canceled']``, ``['not_found']`` or ``['inactive', <status>]``."""
+        now = now_ms()
         return as_text(
             await self._scripts.cancel(
-                keys=self._status_keys(vid),
-                args=[now_ms(), site_id, vid],
+                keys=self._layout.of(vid).status(vid, now), args=[now, site_id, vid]
             )
         )
 
@@ -547,45 +573,52 @@ class VerificationService:
         return await self.get(site, vid)
 
     async def cancel_user(self, site: SiteConfig, user_id: str) -> list[str]:
-        """Cancel every pending verification of one of the site's users."""
-        index = self._keys.user(site.id, self._hasher.index(f"{site.id}:{user_id}"))
-        ids = cast(set[str], await self._redis.smembers(index))
+        """Cancel every pending verification of one of the site's users (in any shard)."""
+        digest = self._hasher.index(f"{site.id}:{user_id}")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys in self._layout.shards:
+                pipe.smembers(keys.user(site.id, digest))
+            found = cast(list[set[str]], await pipe.execute())
+        ids = set().union(*found)
         canceled = [
             vid for vid in sorted(ids) if (await self._cancel(site.id, vid))[0] == "canceled"
         ]
         return canceled
 
     async def failed_deliveries(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest failed deliveries with their reason and verification status."""
-        ids = cast(list[str], await self._redis.lrange(self._keys.dead_letters, 0, limit - 1))
-        rows = []
-        for did in ids:
-            d = cast(dict[str, str], await self._redis.hgetall(self._keys.delivery(did)))
-            if not d:
-                continue
-            vid = d.get("verification_id", "")
-            status = cast(
-                str | None, await self._redis.hget(self._keys.verification(vid), "status")
-            )
-            rows.append(
-                {
-                    "id": did,
-                    "verification_id": vid,
-                    "verification_status": status or "gone",
-                    "channel": d.get("channel"),
-                    "attempts": int(d.get("attempts", "0")),
-                    "error": d.get("error"),
-                    "failed_at": iso(d.get("finished_at")),
-                }
-            )
-        return rows
+        """The newest failed deliveries (of every shard) with their reason and status."""
+        rows: list[tuple[int, dict[str, Any]]] = []
+        for keys in self._layout.shards:
+            ids = cast(list[str], await self._redis.lrange(keys.dead_letters, 0, limit - 1))
+            for did in ids:
+                d = cast(dict[str, str], await self._redis.hgetall(keys.delivery(did)))
+                if not d:
+                    continue
+                vid = d.get("verification_id", "")
+                status = cast(str | None, await self._redis.hget(keys.verification(vid), "status"))
+                rows.append(
+                    (
+                        int(d.get("finished_at") or 0),
+                        {
+                            "id": did,
+                            "verification_id": vid,
+                            "verification_status": status or "gone",
+                            "channel": d.get("channel"),
+                            "attempts": int(d.get("attempts", "0")),
+                            "error": d.get("error"),
+                            "failed_at": iso(d.get("finished_at")),
+                        },
+                    )
+                )
+        rows.sort(key=lambda row: -row[0])
+        return [row for _, row in rows[:limit]]
 
     async def replay_delivery(self, delivery_id: str) -> str:
         """Send a failed delivery again with a fresh code; returns the new delivery id.
 
         Raises :class:`NotFound`, or :class:`Refused` with the reason when it cannot be.
         """
-        keys = self._keys
+        keys = self._layout.of(delivery_id)
         d = cast(dict[str, str], await self._redis.hgetall(keys.delivery(delivery_id)))
         if not d:
             raise NotFound("no such delivery")
@@ -596,22 +629,21 @@ class VerificationService:
             raise Refused("the verification's site is no longer configured")
         code = generate_code(self._policy(site).digits)
         link = LinkToken.new(vid)
-        new = self._new_delivery(vid, Channel(d["channel"]), 0, code, link, now_ms())
+        now = now_ms()
+        new = self._new_delivery(vid, Channel(d["channel"]), 0, code, link, now)
         reply = as_text(
             await self._scripts.replay(
                 keys=[
+                    *keys.status(vid, now),
                     keys.delivery(delivery_id),
-                    keys.verification(vid),
                     keys.delivery(new["id"]),
                     keys.due,
                     keys.verification_deliveries(vid),
-                    keys.expiring,
-                    keys.stats,
-                    self._queue.stream,
+                    keys.queue,
                     keys.dead_letters,
                 ],
                 args=[
-                    now_ms(),
+                    now,
                     delivery_id,
                     new["id"],
                     json.dumps(new),

@@ -18,7 +18,7 @@ from config.settings import Settings
 from tasks.broker import build_broker
 from tasks.worker import TaskiqDeliveryQueue, Tasks, register_tasks
 from verification.connections import is_unavailable, open_redis
-from verification.keys import Keys
+from verification.keys import Layout
 from verification.service import VerificationService
 from webhooks import api, inbound, keys, links, openapi, ops, outbox
 from webhooks.metrics import HttpMetrics, RedisSnapshotCollector
@@ -51,7 +51,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         )
     app[keys.REDIS] = redis
     app[keys.BROKER] = broker
-    service = VerificationService(redis, settings, TaskiqDeliveryQueue(broker, tasks))
+    service = VerificationService(
+        redis, settings, TaskiqDeliveryQueue(broker, tasks), layout=app[keys.LAYOUT]
+    )
     app[keys.SERVICE] = service
     app[keys.BROADCASTS] = BroadcastStore(redis, app[keys.REDIS_KEYS])
     bot = app.get(keys.BOT)
@@ -115,7 +117,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.SITES] = SiteRegistry(settings.sites, settings.webhook_tolerance_seconds)
-    app[keys.REDIS_KEYS] = Keys(settings.redis_prefix)
+    layout = Layout.for_settings(settings)
+    app[keys.LAYOUT] = layout
+    app[keys.REDIS_KEYS] = layout.home
     app[keys.METRICS] = http_metrics
     app[keys.REGISTRY] = registry
     app[ops.SNAPSHOT] = snapshot

@@ -11,7 +11,7 @@ from taskiq import AsyncBroker
 
 from bot.broadcasts import BroadcastStore
 from config.settings import Settings
-from verification.keys import Keys
+from verification.keys import Keys, Layout
 from verification.service import VerificationService
 from webhooks.metrics import HttpMetrics
 from webhooks.registry import SiteRegistry
@@ -24,7 +24,9 @@ REDIS = web.AppKey("redis", Redis)
 BROKER = web.AppKey("broker", AsyncBroker)
 SERVICE = web.AppKey("service", VerificationService)
 SITES = web.AppKey("sites", SiteRegistry)
+# The home shard's keys (bot-wide state, pages' rate limits, the dev outbox).
 REDIS_KEYS = web.AppKey("redis_keys", Keys)
+LAYOUT = web.AppKey("layout", Layout)
 METRICS = web.AppKey("metrics", HttpMetrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 BROADCASTS = web.AppKey("broadcasts", BroadcastStore)

@@ -26,23 +26,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def _broker_ready(redis: Redis, broker: AsyncBroker, queue: str) -> bool:
-    """The task stream exists; declared again if Redis came back without its data."""
-    if await redis.exists(queue):
+async def _broker_ready(redis: Redis, broker: AsyncBroker, streams: list[str]) -> bool:
+    """Every shard's task stream exists; declared again if Redis came back without data."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream in streams:
+            pipe.exists(stream)
+        missing = [s for s, found in zip(streams, await pipe.execute(), strict=True) if not found]
+    if not missing:
         return True
     if not isinstance(broker, RedisStreamBroker):
         return False
-    # A Redis restarted without persistence lost the stream and the workers' consumer
+    # A Redis restarted without persistence lost the streams and the workers' consumer
     # group; declare them again as the broker does at start-up (idempotent), rather than
     # answering "starting" until every web process is restarted.
-    try:
-        await redis.xgroup_create(
-            broker.queue_name, broker.consumer_group_name, id=broker.consumer_id, mkstream=True
-        )
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
-    return bool(await redis.exists(queue))
+    for stream in missing:
+        try:
+            await redis.xgroup_create(
+                stream, broker.consumer_group_name, id=broker.consumer_id, mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+    return all([bool(await redis.exists(stream)) for stream in missing])
 
 
 @routes.get("/readyz")
@@ -53,11 +58,16 @@ async def readyz(request: web.Request) -> web.Response:
     ``min-replicas-to-write`` and a cluster that is down all answer PING.
     """
     redis = request.app[keys.REDIS]
-    redis_keys = request.app[keys.REDIS_KEYS]
+    layout = request.app[keys.LAYOUT]
+    streams = [shard.queue for shard in layout.shards]
     try:
         async with asyncio.timeout(2):
-            await redis.set(redis_keys.readiness, "1", px=10_000)
-            broker_ready = await _broker_ready(redis, request.app[keys.BROKER], redis_keys.queue)
+            # One probe per shard: on a cluster each master that holds shards is asked.
+            async with redis.pipeline(transaction=False) as pipe:
+                for shard in layout.shards:
+                    pipe.set(shard.readiness, "1", px=10_000)
+                await pipe.execute()
+            broker_ready = await _broker_ready(redis, request.app[keys.BROKER], streams)
     except (RedisError, OSError, TimeoutError):
         return web.json_response(
             {"status": "unavailable", "redis": False}, status=503, headers={"Retry-After": "5"}
@@ -74,10 +84,9 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; domain counters come from Redis so every process agrees."""
     app = request.app
     redis = app[keys.REDIS]
-    k = app[keys.REDIS_KEYS]
     snapshot = app[SNAPSHOT]
     try:
-        read = await read_snapshot(redis, k)
+        read = await read_snapshot(redis, app[keys.LAYOUT])
         snapshot.stats, snapshot.queue_depth, snapshot.due, snapshot.dead_letters = (
             read.stats,
             read.queue_depth,

@@ -41,64 +41,64 @@ local function record_send(dest_key, now, window, member, site_key, site_ttl)
   count_send(site_key, site_ttl)
 end
 
--- Verification counters: all-time (for /metrics) and per UTC day (for /stats), the
--- day's hash derived from the stats key (single-node, like the scripts that use it).
-local function count_verification(stats_key, now, status, channel)
-  redis.call('HINCRBY', stats_key, 'verifications:' .. status, 1)
-  local day_key = stats_key .. ':day:' .. math.floor(now / 86400000)
-  redis.call('HINCRBY', day_key, status, 1)
-  if channel then redis.call('HINCRBY', day_key, status .. ':' .. channel, 1) end
-  redis.call('PEXPIRE', day_key, 8 * 86400000)
+-- The keys a status change touches, passed first (KEYS[1..8]) by every script that can
+-- change a verification's status, all in the verification's shard (one slot).
+local function status_keys()
+  return {v = KEYS[1], expiring = KEYS[2], stats = KEYS[3], day = KEYS[4], event = KEYS[5],
+    events_due = KEYS[6], sched = KEYS[7], sched_due = KEYS[8]}
 end
 
--- A verification that is no longer pending needs no remind_after reminder: drop its
--- schedule. The schedule keys derive from the verification's key (single-node).
-local function drop_signup_reminder(vkey, vid)
-  local prefix = string.sub(vkey, 1, #vkey - #vid - 3)
-  redis.call('HDEL', prefix .. ':sched:data', 'remind_' .. vid)
-  redis.call('ZREM', prefix .. ':sched:due', 'remind_' .. vid)
+-- Verification counters: all-time (for /metrics) and per UTC day (for /stats).
+local function count_verification(sk, status, channel)
+  redis.call('HINCRBY', sk.stats, 'verifications:' .. status, 1)
+  redis.call('HINCRBY', sk.day, status, 1)
+  if channel then redis.call('HINCRBY', sk.day, status .. ':' .. channel, 1) end
+  redis.call('PEXPIRE', sk.day, 8 * 86400000)
+end
+
+-- A verification that is no longer pending needs no remind_after reminder.
+local function drop_signup_reminder(sk, vid)
+  redis.call('HDEL', sk.sched, 'remind_' .. vid)
+  redis.call('ZREM', sk.sched_due, 'remind_' .. vid)
 end
 
 -- The outbound event of a verification's one final status change, queued with it
 -- (a transactional outbox: no status change without its event, no event without one).
+-- An approval whose signup opted in to email announcements is subscribed by the worker
+-- that takes this event (the subscriber list lives in the home shard, another slot).
 local EVENT_TTL_MS = 4 * 86400 * 1000
 -- An operator's replay can reopen a failed verification; its next event gets a new id.
-local function emit_event(ekey, edue, now, vid, v, status)
+local function emit_event(sk, now, vid, v, status)
   local id = 'evt_' .. string.sub(vid, 5)
   if v.event_gen ~= nil and v.event_gen ~= '0' then id = id .. '_' .. v.event_gen end
-  redis.call('DEL', ekey)
-  redis.call('HSET', ekey, 'id', id, 'type', 'verification.' .. status,
+  redis.call('DEL', sk.event)
+  redis.call('HSET', sk.event, 'id', id, 'type', 'verification.' .. status,
     'verification_id', vid, 'site', v.site, 'created_at', now, 'status', 'pending', 'attempts', 0)
-  redis.call('PEXPIRE', ekey, EVENT_TTL_MS)
-  redis.call('ZADD', edue, now, id)
+  redis.call('PEXPIRE', sk.event, EVENT_TTL_MS)
+  redis.call('ZADD', sk.events_due, now, id)
+end
+
+-- End a pending verification with a final status (not approval, see approve).
+local function finish(sk, v, now, vid, status)
+  redis.call('HSET', sk.v, 'status', status, 'updated_at', now)
+  redis.call('HDEL', sk.v, 'code_hash')
+  redis.call('ZREM', sk.expiring, vid)
+  count_verification(sk, status, v.channel)
+  drop_signup_reminder(sk, vid)
+  emit_event(sk, now, vid, v, status)
+  v.status = status
 end
 
 -- A pending verification whose time ran out becomes 'expired' on first touch.
-local function settle_expiry(vkey, v, now, expiring_key, stats_key, vid, ekey, edue)
+local function settle_expiry(sk, v, now, vid)
   if v.status == 'pending' and tonumber(v.expires_at) <= now then
-    redis.call('HSET', vkey, 'status', 'expired')
-    redis.call('HDEL', vkey, 'code_hash')
-    redis.call('ZREM', expiring_key, vid)
-    count_verification(stats_key, now, 'expired', v.channel)
-    drop_signup_reminder(vkey, vid)
-    emit_event(ekey, edue, now, vid, v, 'expired')
-    v.status = 'expired'
+    finish(sk, v, now, vid, 'expired')
   end
 end
 
 -- Approve a pending verification (a matching code, a used link, a confirmation in
--- Telegram). An email address it proved joins the email announcements when the signup
--- opted in (``subscribe``) and ``mail_subs`` is given.
-local function approve(vkey, v, now, expiring_key, stats_key, vid, ekey, edue, how, mail_subs)
-  redis.call('HSET', vkey, 'status', 'approved', 'approved_by', how, 'updated_at', now)
-  redis.call('HDEL', vkey, 'code_hash')
-  redis.call('ZREM', expiring_key, vid)
-  count_verification(stats_key, now, 'approved', v.channel)
-  drop_signup_reminder(vkey, vid)
-  emit_event(ekey, edue, now, vid, v, 'approved')
-  if mail_subs and v.subscribe == '1' and (v.channel == 'email' or v.channel == 'link')
-      and v.email and v.email ~= '' then
-    redis.call('ZADD', mail_subs, 'NX', now, v.email)
-    redis.call('HSET', mail_subs .. ':locale', v.email, v.locale or 'en')
-  end
+-- Telegram).
+local function approve(sk, v, now, vid, how)
+  redis.call('HSET', sk.v, 'approved_by', how)
+  finish(sk, v, now, vid, 'approved')
 end

@@ -1,7 +1,9 @@
 -- Accept a signup: replay guard, rate limits, verification, first delivery. One round trip.
+-- Every key is in the verification's shard (chosen from what the limits count).
 -- KEYS: 1 webhook-seen, 2 verification, 3 destination window, 4 site hour, 5 user index,
 --       6 delivery, 7 due set, 8 verification deliveries, 9 expiring set, 10 stats,
---       11 task stream, 12 phone-prefix hour (SMS only), 13 schedules hash, 14 schedules due
+--       11 task stream, 12 phone-prefix hour (SMS only), 13 schedules hash, 14 schedules due,
+--       15 today's stats
 -- ARGV: 1 now_ms, 2 replay_ttl_ms, 3 response json, 4 verification json, 5 delivery json,
 --       6 record_ttl_ms, 7 window_ms, 8 destination limit, 9 site limit, 10 site_ttl_ms,
 --       11 delivery id, 12 requeue_at_ms, 13 verification id, 14 expires_at_ms,
@@ -32,7 +34,7 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SADD', KEYS[5], ARGV[13])
 redis.call('PEXPIRE', KEYS[5], ttl)
 redis.call('ZADD', KEYS[9], tonumber(ARGV[14]), ARGV[13])
-count_verification(KEYS[10], now, 'created', cjson.decode(ARGV[4]).channel)
+count_verification({stats = KEYS[10], day = KEYS[15]}, 'created', cjson.decode(ARGV[4]).channel)
 -- No delivery id: the person comes to us (a Telegram deep link), nothing is sent now.
 if ARGV[11] ~= '' then
   hset_map(KEYS[6], cjson.decode(ARGV[5]))

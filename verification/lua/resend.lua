@@ -1,46 +1,47 @@
 -- Issue a new code for a pending verification (the old one stops working) and queue it.
--- KEYS: 1 verification, 2 destination window, 3 site hour, 4 delivery, 5 due set,
---       6 verification deliveries, 7 expiring set, 8 stats, 9 task stream, 10 event,
---       11 events due set, 12 phone-prefix hour (SMS only)
+-- KEYS 1-8: the status keys (see status_keys in _lib.lua)
+-- KEYS: 9 destination window, 10 site hour, 11 delivery, 12 due set,
+--       13 verification deliveries, 14 task stream, 15 phone-prefix hour (SMS only)
 -- ARGV: 1 now_ms, 2 site, 3 new code hash, 4 expires_at_ms, 5 cooldown_ms, 6 window_ms,
 --       7 destination limit, 8 site limit, 9 site_ttl_ms, 10 delivery id, 11 delivery json,
 --       12 requeue_at_ms, 13 record_ttl_ms, 14 channel, 15 verification id,
 --       16 task message, 17 stream maxlen, 18 new link hash, 19 destination,
 --       20 phone-prefix limit (0: none), 21 its ttl_ms
 local now = tonumber(ARGV[1])
-local v = hgetall_map(KEYS[1])
+local sk = status_keys()
+local v = hgetall_map(sk.v)
 if v.site == nil or v.site ~= ARGV[2] then return {'not_found'} end
-settle_expiry(KEYS[1], v, now, KEYS[7], KEYS[8], ARGV[15], KEYS[10], KEYS[11])
+settle_expiry(sk, v, now, ARGV[15])
 if v.status ~= 'pending' then return {'inactive', v.status} end
 
 local since = now - tonumber(v.last_send_at)
 local cooldown = tonumber(ARGV[5])
 if since < cooldown then return {'limited', tostring(cooldown - since), 'cooldown'} end
-local wait = window_wait(KEYS[2], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
+local wait = window_wait(KEYS[9], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
 if wait > 0 then return {'limited', tostring(wait), 'destination'} end
-wait = counter_wait(KEYS[3], tonumber(ARGV[8]))
+wait = counter_wait(KEYS[10], tonumber(ARGV[8]))
 if wait > 0 then return {'limited', tostring(wait), 'site'} end
 local prefix_limit = tonumber(ARGV[20])
 if prefix_limit > 0 then
-  wait = counter_wait(KEYS[12], prefix_limit)
+  wait = counter_wait(KEYS[15], prefix_limit)
   if wait > 0 then return {'limited', tostring(wait), 'prefix'} end
 end
 
-local sends = redis.call('HINCRBY', KEYS[1], 'sends', 1)
+local sends = redis.call('HINCRBY', sk.v, 'sends', 1)
 local delivery = cjson.decode(ARGV[11])
 delivery.send_no = sends
 local ttl = tonumber(ARGV[13])
-redis.call('HSET', KEYS[1], 'code_hash', ARGV[3], 'link_hash', ARGV[18], 'expires_at', ARGV[4],
+redis.call('HSET', sk.v, 'code_hash', ARGV[3], 'link_hash', ARGV[18], 'expires_at', ARGV[4],
   'last_send_at', now, 'channel', ARGV[14], 'destination', ARGV[19], 'updated_at', now)
-redis.call('PEXPIRE', KEYS[1], ttl)
-hset_map(KEYS[4], delivery)
-redis.call('PEXPIRE', KEYS[4], ttl)
-redis.call('RPUSH', KEYS[6], ARGV[10])
-redis.call('PEXPIRE', KEYS[6], ttl)
-redis.call('ZADD', KEYS[5], tonumber(ARGV[12]), ARGV[10])
-redis.call('ZADD', KEYS[7], tonumber(ARGV[4]), ARGV[15])
-record_send(KEYS[2], now, tonumber(ARGV[6]), ARGV[10], KEYS[3], tonumber(ARGV[9]))
-if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[21])) end
-redis.call('HINCRBY', KEYS[8], 'deliveries:queued:' .. ARGV[14], 1)
-redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[17], '*', 'data', ARGV[16])
+redis.call('PEXPIRE', sk.v, ttl)
+hset_map(KEYS[11], delivery)
+redis.call('PEXPIRE', KEYS[11], ttl)
+redis.call('RPUSH', KEYS[13], ARGV[10])
+redis.call('PEXPIRE', KEYS[13], ttl)
+redis.call('ZADD', KEYS[12], tonumber(ARGV[12]), ARGV[10])
+redis.call('ZADD', sk.expiring, tonumber(ARGV[4]), ARGV[15])
+record_send(KEYS[9], now, tonumber(ARGV[6]), ARGV[10], KEYS[10], tonumber(ARGV[9]))
+if prefix_limit > 0 then count_send(KEYS[15], tonumber(ARGV[21])) end
+redis.call('HINCRBY', sk.stats, 'deliveries:queued:' .. ARGV[14], 1)
+redis.call('XADD', KEYS[14], 'MAXLEN', '~', ARGV[17], '*', 'data', ARGV[16])
 return {'sent', tostring(sends)}

@@ -1,15 +1,20 @@
--- Mark verifications whose time ran out as expired, without anyone asking.
--- Verification keys are derived from the prefix, so this script is single-node only.
--- KEYS: 1 expiring set, 2 stats, 3 events due set    ARGV: 1 now_ms, 2 limit, 3 key prefix
+-- Mark verifications whose time ran out as expired, without anyone asking. The caller
+-- read the due ids (ZRANGEBYSCORE) and passes each one's keys, so every key is in KEYS.
+-- KEYS: 1 expiring set, 2 stats, 3 today's stats, 4 events due set, 5 schedules hash,
+--       6 schedules due set, then per verification: its hash, its event
+-- ARGV: 1 now_ms, then the verification ids, in the order of their keys
 local now = tonumber(ARGV[1])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local expired = {}
-for _, vid in ipairs(ids) do
-  local vkey = ARGV[3] .. ':v:' .. vid
-  local v = hgetall_map(vkey)
-  local ekey = ARGV[3] .. ':e:evt_' .. string.sub(vid, 5)
-  if v.status ~= nil then settle_expiry(vkey, v, now, KEYS[1], KEYS[2], vid, ekey, KEYS[3]) end
-  redis.call('ZREM', KEYS[1], vid)
-  if v.status == 'expired' then table.insert(expired, vid) end
+for i = 2, #ARGV do
+  local vid = ARGV[i]
+  local sk = {v = KEYS[5 + 2 * (i - 1)], expiring = KEYS[1], stats = KEYS[2], day = KEYS[3],
+    event = KEYS[6 + 2 * (i - 1)], events_due = KEYS[4], sched = KEYS[5], sched_due = KEYS[6]}
+  local score = redis.call('ZSCORE', sk.expiring, vid)
+  if score and tonumber(score) <= now then
+    local v = hgetall_map(sk.v)
+    if v.status ~= nil then settle_expiry(sk, v, now, vid) end
+    redis.call('ZREM', sk.expiring, vid)
+    if v.status == 'expired' then table.insert(expired, vid) end
+  end
 end
 return expired

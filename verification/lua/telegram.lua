@@ -1,5 +1,5 @@
 -- A person answering a Telegram deep link: link the chat, then approve or decline.
--- KEYS: 1 verification, 2 expiring set, 3 stats, 4 event, 5 events due set
+-- KEYS 1-8: the status keys (see status_keys in _lib.lua)
 -- ARGV: 1 now_ms, 2 verification id, 3 action (link|approve|decline), 4 Telegram user id,
 --       5 chat id, 6 how it was approved (button|contact), 7 the shared contact's phone
 --       (E.164; approving by contact needs it to equal the signup's)
@@ -7,16 +7,17 @@
 -- phone_mismatch | not_linked |
 -- other_user (the link was opened by someone else first) | not_found | the final status.
 local now = tonumber(ARGV[1])
-local v = hgetall_map(KEYS[1])
+local sk = status_keys()
+local v = hgetall_map(sk.v)
 if v.site == nil or v.channel ~= 'telegram' then return {'not_found', '', '', ''} end
-settle_expiry(KEYS[1], v, now, KEYS[2], KEYS[3], ARGV[2], KEYS[4], KEYS[5])
+settle_expiry(sk, v, now, ARGV[2])
 local phone = v.phone or ''
 if v.status ~= 'pending' then return {v.status, v.site, v.locale, phone} end
 if v.tg_user ~= nil and v.tg_user ~= ARGV[4] then return {'other_user', v.site, v.locale, ''} end
 
 local action = ARGV[3]
 if action == 'link' then
-  redis.call('HSET', KEYS[1], 'tg_user', ARGV[4], 'tg_chat', ARGV[5], 'destination',
+  redis.call('HSET', sk.v, 'tg_user', ARGV[4], 'tg_chat', ARGV[5], 'destination',
     'telegram:' .. ARGV[5], 'updated_at', now)
   return {'linked', v.site, v.locale, phone}
 end
@@ -25,12 +26,8 @@ if action == 'approve' and ARGV[6] == 'contact' and (v.phone == nil or v.phone ~
   return {'phone_mismatch', v.site, v.locale, ''}
 end
 if action == 'approve' then
-  approve(KEYS[1], v, now, KEYS[2], KEYS[3], ARGV[2], KEYS[4], KEYS[5], 'telegram_' .. ARGV[6])
+  approve(sk, v, now, ARGV[2], 'telegram_' .. ARGV[6])
   return {'approved', v.site, v.locale, phone}
 end
-redis.call('HSET', KEYS[1], 'status', 'canceled', 'updated_at', now)
-redis.call('HDEL', KEYS[1], 'code_hash')
-redis.call('ZREM', KEYS[2], ARGV[2])
-count_verification(KEYS[3], now, 'canceled', v.channel)
-emit_event(KEYS[4], KEYS[5], now, ARGV[2], v, 'canceled')
+finish(sk, v, now, ARGV[2], 'canceled')
 return {'declined', v.site, v.locale, phone}
