@@ -44,6 +44,12 @@ class TidingsStreamBroker(RedisStreamBroker):
         self._client = client
         self._own_client = True
 
+    #: Entries handed to taskiq and not yet acknowledged (so a re-read skips them).
+    _in_hand: set[str]
+    #: An idle stream re-reads this worker's own pending entries this often (seconds):
+    #: an XREADGROUP whose reply was lost (a connection cut after Redis delivered it, then
+    #: a client-side retry) left entries assigned to us that nobody would ever run.
+    OWN_RECHECK_SECONDS = 5.0
     #: Every shard's stream (the first is ``queue_name``); kicks go round them in turn.
     streams: tuple[str, ...] = ()
     _next_stream = 0
@@ -86,8 +92,13 @@ class TidingsStreamBroker(RedisStreamBroker):
 
         async def read(stream: str) -> None:
             try:
-                async for message in self._read(stream):
-                    await queue.put(message)
+                while not self._stopping:
+                    try:
+                        async for message in self._read(stream):
+                            await queue.put(message)
+                    except Exception:  # a stream nobody reads would strand its tasks
+                        logger.exception("reading a stream failed; reading it again")
+                        await asyncio.sleep(1.0)
             finally:
                 await queue.put(None)
 
@@ -115,6 +126,10 @@ class TidingsStreamBroker(RedisStreamBroker):
         """
         delay = 0.1
         unavailable = False
+        if not hasattr(self, "_in_hand"):
+            self._in_hand = set()
+        loop = asyncio.get_running_loop()
+        recheck_at = loop.time() + self.OWN_RECHECK_SECONDS
         # None: read new entries (">"); else the id after which to re-read our own.
         own_cursor: str | None = None
         while not self._stopping:
@@ -150,8 +165,13 @@ class TidingsStreamBroker(RedisStreamBroker):
                     own_cursor = None
                     continue
                 own_cursor = entries[-1][1][0].decode()
+            elif not entries and loop.time() >= recheck_at:
+                recheck_at = loop.time() + self.OWN_RECHECK_SECONDS
+                own_cursor = "0"
+                continue
             for name, (entry_id, fields) in entries:
-                if not fields:  # re-read of an entry deleted meanwhile
+                # A re-read of an entry deleted meanwhile, or of one a task is running.
+                if not fields or (own_cursor is not None and entry_id.decode() in self._in_hand):
                     continue
                 yield AckableMessage(
                     data=fields[b"data"],
@@ -164,7 +184,9 @@ class TidingsStreamBroker(RedisStreamBroker):
         """Back off after a failed read: one log line when reads stop working, not per try."""
         if not unavailable:
             logger.warning(
-                "stream reads failed; retrying with backoff", extra={"error": type(exc).__name__}
+                "stream reads failed (%s: %s); retrying with backoff",
+                type(exc).__name__,
+                str(exc)[:200],
             )
         await asyncio.sleep(delay)
         return "0", min(delay * 2, 5.0), True
@@ -195,8 +217,13 @@ class TidingsStreamBroker(RedisStreamBroker):
         return self._acker
 
     def _ack_generator(self, id: str, queue_name: str) -> Callable[[], Awaitable[None]]:
-        def _ack() -> Awaitable[None]:
-            return self.acker.ack(queue_name, id)
+        self._in_hand.add(id)
+
+        async def _ack() -> None:
+            try:
+                await self.acker.ack(queue_name, id)
+            finally:
+                self._in_hand.discard(id)
 
         return _ack
 
@@ -245,7 +272,9 @@ class GroupAcker:
         by_stream: dict[str, list[str]] = {}
         for stream, entry_id in batch:
             by_stream.setdefault(stream, []).append(entry_id)
-        async with self._client.pipeline(transaction=True) as pipe:
+        # Not a transaction: on a cluster the shards' streams are in different slots. An
+        # XACK whose XDEL was lost leaves an acknowledged entry that nobody reads again.
+        async with self._client.pipeline(transaction=False) as pipe:
             for stream, ids in by_stream.items():
                 pipe.xack(stream, self._group, *ids)
                 pipe.xdel(stream, *ids)

@@ -23,6 +23,7 @@ from redis.exceptions import (
     ReadOnlyError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -99,11 +100,20 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     TryAgainError,
     ClusterDownError,
     ClusterError,
+    SlotNotCoveredError,  # a cluster client between slot maps
     ConnectionResetError,
     ConnectionRefusedError,
 )
-# Error codes redis-py has no class for: min-replicas-to-write and a master's link lost.
-_UNAVAILABLE_CODES = ("NOREPLICAS", "MASTERDOWN", "LOADING", "READONLY", "CLUSTERDOWN")
+# Error codes redis-py has no class for: min-replicas-to-write, a master's link lost, a
+# blocked read ended because its master became a replica.
+_UNAVAILABLE_CODES = (
+    "NOREPLICAS",
+    "MASTERDOWN",
+    "LOADING",
+    "READONLY",
+    "CLUSTERDOWN",
+    "UNBLOCKED",
+)
 
 
 def is_unavailable(exc: BaseException) -> bool:

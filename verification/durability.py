@@ -11,14 +11,18 @@ the edge): the write may or may not survive, and the site's retry with the same
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from verification.connections import NotDurable, follow_master
+from verification.connections import NotDurable, follow_master, is_unavailable
 
 
 class Durability:
@@ -43,11 +47,12 @@ class Durability:
         """
         if not self.replicas:
             return await script(keys=keys, args=args)
+        run = self._on_node if isinstance(self._redis, RedisCluster) else self._with_wait
         try:
-            reply, acked = await self._with_wait(script, keys, args)
+            reply, acked = await run(script, keys, args)
         except NoScriptError:
             script.sha = await self._redis.script_load(script.script)
-            reply, acked = await self._with_wait(script, keys, args)
+            reply, acked = await run(script, keys, args)
         if int(acked) < self.replicas and promised(reply):
             await follow_master(self._redis)  # the next attempt may find the new master
             raise NotDurable(
@@ -63,3 +68,72 @@ class Durability:
             pipe.execute_command("WAIT", self.replicas, self._timeout_ms)
             result: list[Any] = await pipe.execute()
         return result
+
+    async def _on_node(
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+    ) -> list[Any]:
+        """The same on a Redis Cluster: the script and WAIT on one connection to its master.
+
+        A cluster pipeline cannot carry a keyless WAIT, so this takes a connection of the
+        node that owns the script's slot. Redirections and lost nodes make the client
+        reload its slot map and try again within a few seconds.
+        """
+        cluster: RedisCluster = self._redis  # type: ignore[assignment]
+        delay = 0.05
+        for attempt in range(8):
+            try:
+                return await self._send_on_node(cluster, script, keys, args)
+            except (
+                ResponseError,
+                RedisConnectionError,
+                RedisTimeoutError,
+                SlotNotCoveredError,
+                OSError,
+            ) as exc:
+                if isinstance(exc, NoScriptError) or not is_unavailable(exc) or attempt == 7:
+                    raise
+                # The client's own way to reload the slot map (under its lock): its
+                # commands would do the same after a MOVED or a lost node.
+                cluster._initialize = True
+                await cluster.initialize()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_on_node(
+        self, cluster: RedisCluster, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+    ) -> list[Any]:
+        node = cluster.get_node_from_key(keys[0])
+        if node is None:
+            raise RedisConnectionError("no node serves the script's slot")
+        connection = node.acquire_connection()
+        try:
+            await node.disconnect_if_needed(connection)
+            await connection.send_packed_command(
+                connection.pack_commands(
+                    [
+                        ("EVALSHA", script.sha, len(keys), *keys, *args),
+                        ("WAIT", self.replicas, self._timeout_ms),
+                    ]
+                )
+            )
+            error: ResponseError | RedisConnectionError | None = None
+            reply: Any = None
+            try:
+                reply = await connection.read_response()
+            except ResponseError as exc:  # the WAIT's answer still follows
+                error = exc
+            try:
+                acked = await connection.read_response()
+            except ResponseError as exc:
+                # WAIT refused: this node is a replica now (a failover the slot map has
+                # not seen yet); the script was refused too, or redirected.
+                error = error or RedisConnectionError(f"not the slot's master: {exc}")
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            node.release(connection)
+        if error is not None:
+            raise error
+        return [reply, acked]
