@@ -112,7 +112,7 @@ class SentinelGroup:
         return self.sentinels[0].client()
 
     def master_port(self) -> int:
-        host, port = self.sentinel().sentinel_get_master_addr_by_name(MASTER_NAME)
+        _host, port = self.sentinel().sentinel_get_master_addr_by_name(MASTER_NAME)
         return int(port)
 
     def master(self) -> Node:
