@@ -9,12 +9,12 @@ from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
-from taskiq import AckableMessage, BrokerMessage
+from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from config.redis import Topology
 from config.settings import Settings
-from verification.connections import is_unavailable, open_redis, retry_options
+from verification.connections import is_unavailable, open_redis, retry_options, until_available
 from verification.keys import Layout
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,24 @@ class TidingsStreamBroker(RedisStreamBroker):
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+    async def startup(self) -> None:
+        """Start, then declare the streams' consumer group once Redis takes it.
+
+        Without Redis the process waits (one log line) instead of crash-looping.
+        """
+        await AsyncBroker.startup(self)
+        if not self.wait_at_startup:
+            await self._declare_consumer_group()
+            return
+        await until_available(
+            self._declare_consumer_group, what="the task broker", where=self.where
+        )
+
+    #: Where Redis is, for log lines (no password).
+    where = ""
+    #: Workers and schedulers wait for Redis at start-up; the web starts without it.
+    wait_at_startup = True
 
     async def shutdown(self) -> None:
         """Close the broker's connections."""
@@ -303,6 +321,7 @@ def build_broker(settings: Settings) -> TidingsStreamBroker:
         **retry_options(),
     )
     broker.streams = tuple(keys.queue for keys in layout.shards)
+    broker.where = target.describe()
     if target.topology != Topology.STANDALONE:
         broker.use_client(open_redis(settings, decode=False))
     if not q.keep_results:

@@ -35,7 +35,7 @@ from tasks.sms.base import SmsSender
 from tasks.sms.console import ConsoleSmsSender
 from tasks.sms.ronglian import RonglianSender
 from verification.cleanup import clean_up
-from verification.connections import open_redis
+from verification.connections import is_unavailable, open_redis, until_available
 from verification.deliveries import DeliveryStore
 from verification.durability import Durability
 from verification.events import EventStore
@@ -305,6 +305,7 @@ async def _maintain(resources: WorkerResources, tasks: Tasks, settings: Settings
     lease_ms = int(q.requeue_after_seconds * 1000)
     loop = asyncio.get_running_loop()
     next_beat = 0.0
+    failing = False
     while True:
         try:
             if loop.time() >= next_beat:
@@ -318,10 +319,19 @@ async def _maintain(resources: WorkerResources, tasks: Tasks, settings: Settings
             if resources.broadcasts is not None:
                 for broadcast_id in await resources.broadcasts.take_due(LEASE_MS):
                     await tasks.broadcast.kiq(broadcast_id)
+            if failing:
+                logger.warning("worker maintenance works again")
+                failing = False
         except asyncio.CancelledError:
             raise
-        except Exception:
-            logger.warning("worker maintenance could not reach Redis; retrying", exc_info=True)
+        except Exception as exc:
+            if not failing:  # one line when it stops working, not one per second
+                logger.warning(
+                    "worker maintenance failed (%s); retrying",
+                    type(exc).__name__,
+                    exc_info=not is_unavailable(exc),
+                )
+                failing = True
         await asyncio.sleep(q.pump_interval_seconds)
 
 
@@ -354,7 +364,9 @@ def attach_worker(
             sites={site.id: site for site in settings.sites},
         )
         recovery = Recovery(redis, broker, layout, settings.queue.heartbeat_seconds)
-        await recovery.beat()
+        await until_available(
+            recovery.beat, what="the worker", where=settings.redis_target().describe()
+        )
         http = aiohttp.ClientSession()
         events = EventSender(settings, EventStore(redis, layout), http, deliverer.sites)
         resources = WorkerResources(

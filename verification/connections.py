@@ -248,3 +248,38 @@ async def through_outage(
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+async def until_available(
+    op: Callable[[], Awaitable[T]], *, what: str, where: str, cap: float = 10.0
+) -> T:
+    """Run ``op`` until Redis takes it, however long that is, without crashing the role.
+
+    For start-up steps of workers and schedulers: a role that cannot reach Redis (down,
+    failing over, read-only, the wrong topology) stays up, not ready, and keeps trying
+    with backoff. It logs one line when it starts waiting and one when it gets through,
+    not one per attempt. Errors that are not about availability are raised.
+    """
+    delay = 0.2
+    waiting = False
+    while True:
+        try:
+            result = await op()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            if not waiting:
+                logger.warning(
+                    "Redis is not available (%s: %s); %s waits and retries",
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    what,
+                    extra={"redis": where},
+                )
+                waiting = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
+            continue
+        if waiting:
+            logger.warning("Redis is available again; %s goes on", what, extra={"redis": where})
+        return result

@@ -38,6 +38,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     redis = open_redis(settings)
     broker = build_broker(settings)
     tasks = register_tasks(broker, settings)
+    broker.wait_at_startup = False
     try:
         await broker.startup()
     except Exception as exc:
