@@ -45,6 +45,40 @@ def dev(port: int, data_dir: Path) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+def _check_layout(settings: Settings, *, wait: bool) -> None:
+    """Stop with one line if the data in Redis is in another layout than the settings.
+
+    ``wait``: wait (with backoff) while Redis is away, as workers and schedulers do;
+    the web skips the check then and starts anyway, answering 503 until Redis is back.
+    """
+    from verification.connections import is_unavailable, open_redis, until_available
+    from verification.keys import Layout
+    from verification.migration import LayoutMismatch, ensure_layout
+
+    async def check() -> None:
+        redis = open_redis(settings)
+        layout = Layout.for_settings(settings)
+        try:
+            if wait:
+                where = settings.redis_target().describe()
+                await until_available(
+                    lambda: ensure_layout(redis, layout), what="start-up", where=where
+                )
+            else:
+                try:
+                    await ensure_layout(redis, layout)
+                except Exception as exc:
+                    if not is_unavailable(exc):
+                        raise
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(check())
+    except LayoutMismatch as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @main.command()
 def web() -> None:
     """Run the web app (webhooks, API, metrics)."""
@@ -60,6 +94,7 @@ def web() -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     setup_logging(settings)
+    _check_layout(settings, wait=False)
     aioweb.run_app(
         app,
         loop=_event_loop(),
@@ -100,6 +135,10 @@ def worker(ctx: click.Context) -> None:
         settings.require_secret_key()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    from config.logging import setup_logging
+
+    setup_logging(settings)
+    _check_layout(settings, wait=True)
     q = settings.queue
     _taskiq(
         [
@@ -124,14 +163,60 @@ def scheduler(ctx: click.Context) -> None:
     """
     import signal
 
+    settings = _settings()
     try:
-        _settings().redis_target()
+        settings.redis_target()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    from config.logging import setup_logging
+
+    setup_logging(settings)
+    _check_layout(settings, wait=True)
     # taskiq shuts the scheduler down cleanly on Ctrl-C only; make SIGTERM (docker stop,
     # systemd) take the same path, so claims in flight are confirmed or handed back.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     _taskiq(["scheduler", "tasks.scheduling:create_scheduler", "--no-configure-logging", *ctx.args])
+
+
+@main.command()
+@click.option(
+    "--from",
+    "source_url",
+    default=None,
+    help="A Redis holding the old data, if not the configured one (copied, left as is).",
+)
+def migrate(source_url: str | None) -> None:
+    """Move data of the previous layout into this release's (run with every role stopped)."""
+    from redis.asyncio import Redis
+
+    from verification.connections import open_redis
+    from verification.keys import Layout
+    from verification.migration import migrate as move
+
+    settings = _settings()
+    try:
+        settings.redis_target()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    async def run() -> int:
+        redis = open_redis(settings)
+        source = Redis.from_url(source_url) if source_url else None
+        try:
+            return await move(redis, Layout.for_settings(settings), source=source)
+        finally:
+            await redis.aclose()
+            if source is not None:
+                await source.aclose()
+
+    moved = asyncio.run(run())
+    click.echo(f"moved {moved} key(s); the data is in layout {_layout_version()}")
+
+
+def _layout_version() -> int:
+    from verification.keys import LAYOUT_VERSION
+
+    return LAYOUT_VERSION
 
 
 @main.group()
