@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from tests.conftest import TESTS_DIR, SmtpSink, auth, code_from, get_verification, wait_for
+from tests.conftest import TESTS_DIR, SmtpSink, auth, code_from, get_verification
 from tests.processes import process_env
 from verification.connections import open_redis
 from verification.keys import LAYOUT_VERSION, Layout
