@@ -10,6 +10,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from taskiq import ScheduledTask
 
+from bot.limits import MESSAGE_MAX, telegram_length
 from tasks.schedules import stage_schedule
 from verification.keys import Keys
 from verification.models import iso, now_ms
@@ -65,6 +66,22 @@ class Broadcast:
         return (self.finished_at - self.started_at) / 1000
 
 
+class TooLong(Exception):
+    """A broadcast text Telegram would refuse for every subscriber."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"broadcast text of {length} code units, at most {MESSAGE_MAX}")
+        self.length = length
+        self.limit = MESSAGE_MAX
+
+
+def check_text(text: str) -> None:
+    """Raise ``TooLong`` unless ``text`` fits one Telegram message."""
+    length = telegram_length(text)
+    if length > MESSAGE_MAX:
+        raise TooLong(length)
+
+
 def _int(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
 
@@ -90,7 +107,11 @@ class BroadcastStore:
         from_chat: int | None = None,
         message_id: int | None = None,
     ) -> str:
-        """A new draft: ``text``, or a copy of ``message_id`` in ``from_chat`` (any media)."""
+        """A new draft: ``text``, or a copy of ``message_id`` in ``from_chat`` (any media).
+
+        Raises ``TooLong`` for a text no subscriber could be sent.
+        """
+        check_text(text)
         broadcast_id = f"bc_{secrets.token_hex(6)}"
         now = now_ms()
         fields: dict[Any, Any] = {

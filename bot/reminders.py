@@ -10,6 +10,8 @@ from typing import cast
 from redis.asyncio import Redis
 from taskiq import ScheduledTask
 
+from bot import texts
+from bot.limits import MESSAGE_MAX, telegram_length
 from tasks.schedules import stage_schedule
 from verification.keys import Keys
 from verification.models import now_ms
@@ -20,6 +22,15 @@ REMIND = "tidings.remind"
 KEEP_AFTER_MS = 7 * 86_400_000
 #: Scheduled reminders per chat, against abuse.
 MAX_PER_CHAT = 50
+
+
+def fired_message(reminder_text: str, lang: str) -> str:
+    """The message a reminder sends when it goes off."""
+    return texts.text("reminder_fired", lang, text=reminder_text)
+
+
+#: The longest reminder text that fits one message with its prefix, in every language.
+MAX_TEXT = MESSAGE_MAX - max(telegram_length(fired_message("", lang)) for lang in texts.LANGUAGES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +52,15 @@ class TooMany(Exception):
     """The chat already has ``MAX_PER_CHAT`` reminders waiting."""
 
 
+class TextTooLong(Exception):
+    """The text could not be sent with its prefix when the reminder fires."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__(f"reminder text of {length} code units, at most {MAX_TEXT}")
+        self.length = length
+        self.limit = MAX_TEXT
+
+
 class Reminders:
     """Create, list, cancel and (on the workers) claim reminders."""
 
@@ -51,6 +71,9 @@ class Reminders:
 
     async def create(self, chat_id: int, at: datetime, text: str, lang: str) -> str:
         """Store a reminder and its one-off schedule atomically; returns its id."""
+        length = telegram_length(text)
+        if length > MAX_TEXT:
+            raise TextTooLong(length)
         if len(await self.upcoming(chat_id)) >= MAX_PER_CHAT:
             raise TooMany
         reminder_id = f"rem_{secrets.token_hex(5)}"

@@ -100,8 +100,27 @@ _TEXTS: dict[str, dict[str, str]] = {
         "en": "You have 50 reminders waiting already; /cancel some first.",
         "zh": "您已有 50 条待发提醒，请先用 /cancel 取消一些。",
     },
+    "reminder_too_long": {
+        "en": "That reminder is too long: it may be at most {limit:,} characters "
+        "(yours has {length:,}). Please shorten it.",
+        "zh": "提醒内容太长：最多 {limit} 个字符（您的有 {length} 个），请缩短后再试。",
+    },
+    # What a reminder looks like when it goes off; /remind keeps room for this prefix.
+    "reminder_fired": {"en": "⏰ Reminder: {text}", "zh": "⏰ 提醒: {text}"},
     "no_reminders": {"en": "No reminders waiting.", "zh": "没有待发的提醒。"},
     "reminders": {"en": "Your reminders:", "zh": "您的提醒："},
+    "reminders_page": {
+        "en": "Your reminders ({first}-{last} of {total}):",
+        "zh": "您的提醒（第 {first}-{last} 条，共 {total} 条）：",
+    },
+    "page_next": {"en": "More ▸", "zh": "更多 ▸"},
+    "page_previous": {"en": "◂ Back", "zh": "◂ 上一页"},
+    "broadcast_too_long": {
+        "en": "This broadcast is too long for Telegram: it may be at most {limit:,} characters "
+        "(it has {length:,}). Nothing was sent.",
+        "zh": "此广播超出 Telegram 的长度限制：最多 {limit} 个字符（当前有 {length} 个）。"
+        "未发送任何内容。",
+    },
     "reminder_canceled": {"en": "Reminder {id} canceled.", "zh": "提醒 {id} 已取消。"},
     "reminder_not_found": {
         "en": "No reminder {id} is waiting. /reminders lists yours.",

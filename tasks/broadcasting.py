@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.broadcasts import LEASE_MS, OUTCOMES, STRETCH_SECONDS, Broadcast, BroadcastStore
+from bot.reminders import fired_message
 from config.settings import Settings
 from tasks.delivery import backoff_seconds
 from tasks.email.rendering import EmailRenderer
@@ -270,10 +271,9 @@ async def send_reminder(bot: Bot | None, chat_id: int, text: str, lang: str) -> 
 
     if bot is None:
         return "failed", "no Telegram bot is configured"
-    label = "⏰ 提醒" if lang == "zh" else "⏰ Reminder"
     for _ in range(MAX_TRIES):
         try:
-            await bot.send_message(chat_id, f"{label}: {text}")
+            await bot.send_message(chat_id, fired_message(text, lang))
             return "sent", ""
         except TelegramRetryAfter as exc:
             await asyncio.sleep(exc.retry_after)

@@ -362,6 +362,32 @@ async def test_broadcast_send_list_and_cancel(
     assert_no_secrets(declined, sent, listed, as_json, late, unknown)
 
 
+async def test_broadcast_send_refuses_an_over_long_text_in_the_admins_language(
+    telegram: TelegramEmulator, settings: Settings, redis: Redis, keys: Keys
+) -> None:
+    env = {
+        k: v for k, v in cli_env(settings, telegram).items() if k not in ("LC_ALL", "LC_MESSAGES")
+    }
+    await Subscribers(redis, keys).subscribe(CHATS[0], CHATS[0])
+    too_long = "x" * 5000
+    english, chinese = await asyncio.gather(
+        # Refused before the confirmation question: "y" is never read.
+        tidings({**env, "LANG": "en_US.UTF-8"}, "broadcast", "send", too_long, stdin="y\n"),
+        tidings({**env, "LANG": "zh_CN.UTF-8"}, "broadcast", "send", too_long, "--yes"),
+    )
+    assert english.code != 0, english
+    assert "Send to" not in english.out, english
+    assert (
+        "This broadcast is too long for Telegram: it may be at most 4,096 characters "
+        "(it has 5,000). Nothing was sent." in english.err
+    ), english
+    assert chinese.code != 0, chinese
+    assert "最多 4096 个字符（当前有 5000 个）" in chinese.err, chinese
+    assert "Traceback" not in english.err + chinese.err
+    assert await BroadcastStore(redis, keys).recent() == []
+    assert telegram.sent == []
+
+
 # -- tidings stats --------------------------------------------------------------------------------
 
 

@@ -274,6 +274,42 @@ async def test_admin_broadcast_reaches_every_subscriber_once(
     assert "nothing to do" in str(telegram.edits[-1].text)
 
 
+async def test_an_over_long_broadcast_is_refused_in_the_admins_language_and_never_sent(
+    client: TestClient,
+    telegram: TelegramEmulator,
+    settings: Settings,
+    store: BroadcastStore,
+    start_worker: Callable[[Settings], Awaitable[None]],
+) -> None:
+    await start_worker(settings)
+    await say(telegram, client, 101, "/start")
+    too_long = "x" * 5000
+    [refusal] = await say(telegram, client, ADMIN, f"/broadcast {too_long}")
+    assert refusal.text == (
+        "This broadcast is too long for Telegram: it may be at most 4,096 characters "
+        "(it has 5,000). Nothing was sent."
+    )
+    assert refusal.reply_markup is None  # no Send button
+    before = len(telegram.sent_to(ADMIN))
+    later = telegram.message_update(
+        ADMIN, ADMIN, f"/broadcast_at 1h {'😀' * 2049}", language_code="zh"
+    )
+    await post_update(telegram, client, later)
+    [zh] = telegram.sent_to(ADMIN)[before:]
+    assert zh.text == (
+        "此广播超出 Telegram 的长度限制：最多 4096 个字符（当前有 4098 个）。未发送任何内容。"
+    )
+    assert await store.recent() == []  # no draft, nothing scheduled
+
+    # Exactly at the limit goes to everyone.
+    longest = "y" * 4096
+    bid, prompt = await draft(telegram, client, longest, audience=1)
+    await send_now(telegram, client, bid, prompt)
+    report = await wait_for_report(telegram, prompt, timeout=10)
+    assert report["sent"] == 1 and received(telegram, longest) == Counter([101])
+    assert received(telegram, too_long) == Counter()
+
+
 async def test_cancel_button_under_the_preview_sends_nothing(
     client: TestClient,
     telegram: TelegramEmulator,

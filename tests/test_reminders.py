@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from bot.reminders import MAX_PER_CHAT, Reminders
 from config.settings import Settings
 from tests.conftest import site, wait_for
 from tests.emulators.telegram import TelegramEmulator
-from tests.test_telegram_bot import ALICE, BOB, say, telegram_settings
+from tests.test_telegram_bot import ALICE, BOB, button, buttons, press, say, telegram_settings
 from verification.keys import Keys
 
 REMINDER_SET = re.compile(r"⏰ Reminder (rem_[0-9a-f]{10}) set for (.+)\.")
@@ -146,3 +148,68 @@ async def test_bad_input_is_answered_with_an_example(
     assert "What should I remind you of?" in (missing.text or "")
     zone = await say(telegram, client, ALICE, "/timezone Mars/Olympus")
     assert "time zone" in (zone.text or "").lower()
+
+
+async def test_a_reminder_must_fit_one_message_with_its_prefix(
+    client: TestClient,
+    telegram: TelegramEmulator,
+    settings: Settings,
+    redis: Redis,
+    worker: None,
+    scheduler: None,
+) -> None:
+    # The longest text a Telegram message can carry after "/remind 1m ": refused, by how much.
+    refused = await say(telegram, client, ALICE, "/remind 1m " + "x" * 4085)
+    assert refused.text == (
+        "That reminder is too long: it may be at most 4,084 characters (yours has 4,085). "
+        "Please shorten it."
+    )
+    # Counted as Telegram counts: each of these emoji is two.
+    emoji = await say(telegram, client, BOB, "/remind 1m " + "😀" * 2043, language_code="zh")
+    assert emoji.text == "提醒内容太长：最多 4084 个字符（您的有 4086 个），请缩短后再试。"
+    keys = Keys(settings.redis_prefix)
+    assert await redis.zcard(keys.chat_reminders(ALICE)) == 0
+    assert await redis.zcard(keys.chat_reminders(BOB)) == 0
+
+    # One character less is set, and when it fires the whole of it arrives.
+    longest = "y" * 4084
+    answer = await say(telegram, client, ALICE, "/remind 10m " + longest)
+    match = REMINDER_SET.fullmatch(answer.text or "")
+    assert match, answer.text
+    await make_due_now(redis, settings, match.group(1))
+
+    def fired() -> list[str]:
+        return [m.text or "" for m in telegram.sent_to(ALICE) if fired_text(m.text)]
+
+    await wait_for(fired, 10, "the reminder in Alice's chat")
+    assert fired() == ["⏰ Reminder: " + longest]
+    assert await redis.hget(keys.reminder(match.group(1)), "status") == "sent"
+
+
+async def test_a_long_list_of_reminders_comes_in_pages(
+    client: TestClient, telegram: TelegramEmulator, settings: Settings, redis: Redis
+) -> None:
+    reminders = Reminders(redis, Keys(settings.redis_prefix))
+    now = datetime.now(UTC)
+    made = [
+        await reminders.create(ALICE, now + timedelta(hours=i + 1), f"{i:02d} " + "z" * 4000, "en")
+        for i in range(MAX_PER_CHAT)
+    ]
+    listing = await say(telegram, client, ALICE, "/reminders")
+    assert (listing.text or "").startswith("Your reminders (1-"), listing.text
+    assert set(buttons(listing)) == {"More ▸"}
+
+    # Pressing "More" edits the message in place, page after page, each within the limit.
+    current, shown = listing, [listing.text or ""]
+    while "More ▸" in buttons(current):
+        await press(telegram, client, ALICE, listing, button(current, "More"))
+        current = [e for e in telegram.edits if e.message_id == listing.message_id][-1]
+        shown.append(current.text or "")
+    assert len(shown) > 1
+    assert all(len(page) <= 4096 for page in shown)
+    assert set(buttons(current)) == {"◂ Back"}
+    listed = [line.split(" · ")[0] for page in shown for line in page.splitlines()[1:]]
+    assert listed == made  # every reminder once, soonest first
+    # Each shows the start of its text, cut with "…".
+    assert shown[0].splitlines()[1].endswith("…")
+    assert shown[-1].startswith("Your reminders (") and f"of {MAX_PER_CHAT})" in shown[-1]

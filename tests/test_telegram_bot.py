@@ -8,20 +8,24 @@ update has been handled completely.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from bot.reminders import Reminders
 from config.settings import ConfigError, Settings
 from tests.conftest import get_verification, signup, site
 from tests.emulators.telegram import SentMessage, TelegramEmulator
 from verification.keys import Keys
 from verification.models import now_ms
 from webhooks.app import create_app
+from webhooks.telegram import CALL_TRIES, SECRET_HEADER, update_seen_key
 
 WEBHOOK_SECRET = "s3cret-token"
 WEBHOOK_PATH = "/telegram/webhook"
@@ -197,20 +201,147 @@ async def test_no_webhook_route_without_a_webhook_secret_in_development(
     assert telegram.sent == []
 
 
-async def test_a_failing_handler_answers_500_so_telegram_delivers_again(
+def warnings_in(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def updates_counted(client: TestClient, outcome: str) -> float:
+    """``tidings_telegram_updates_total`` for ``outcome``, as Prometheus scrapes it."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            if (
+                sample.name == "tidings_telegram_updates_total"
+                and sample.labels.get("outcome") == outcome
+            ):
+                return float(sample.value)
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"  \n",
+        b"{not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"update_id": "seven"}',
+        b'{"message": {"text": "/help"}}',
+        b'{"update_id": 5, "message": {"chat": 1}}',
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"update_id": 1' + b"0" * 5_000 + b"}",
+    ],
+    ids=[
+        "empty",
+        "blank",
+        "not-json",
+        "not-utf8",
+        "array",
+        "bad-update-id",
+        "no-update-id",
+        "bad-message",
+        "deeply-nested",
+        "huge-integer",
+    ],
+)
+async def test_a_malformed_update_is_answered_200_logged_once_and_counted(
+    client: TestClient, telegram: TelegramEmulator, caplog: pytest.LogCaptureFixture, body: bytes
+) -> None:
+    response = await client.post(
+        WEBHOOK_PATH,
+        data=body,
+        headers={SECRET_HEADER: WEBHOOK_SECRET, "Content-Type": "application/json"},
+    )
+    # Any other answer makes Telegram deliver it again, and hold the chat's next updates.
+    assert response.status == 200, await response.text()
+    assert warnings_in(caplog) == ["malformed Telegram update ignored"]
+    assert await updates_counted(client, "malformed") == 1
+    assert telegram.sent == []
+    assert "/help" in str((await say(telegram, client, ALICE, "/help")).text)
+
+
+async def test_an_update_of_a_kind_newer_than_the_bot_is_ignored(
+    client: TestClient, telegram: TelegramEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    update = {"update_id": 4242, "purchased_paid_media_v99": {"secret": "do-not-log-me"}}
+    assert await post_update(telegram, client, update) == 200
+    assert warnings_in(caplog) == []
+    assert "do-not-log-me" not in caplog.text
+    assert await updates_counted(client, "unknown") == 1
+    assert telegram.sent == []
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "400:Bad Request: chat not found",
+        "400:Bad Request: message is too long",
+        "403:Forbidden: bot was blocked by the user",
+    ],
+)
+async def test_a_permanent_telegram_error_is_logged_and_answered_200(
+    client: TestClient, telegram: TelegramEmulator, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    update = telegram.message_update(ALICE, ALICE, "/help")
+    telegram.fail_next("sendMessage", fault)
+    assert await post_update(telegram, client, update) == 200
+    assert warnings_in(caplog) == ["Telegram refused the bot's answer to an update"]
+    [refused] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert refused.description == fault.partition(":")[2]  # type: ignore[attr-defined]
+    assert await updates_counted(client, "refused") == 1
+    # Telegram does not deliver it again, so the chat's next update is not held behind it.
+    assert telegram.sent_to(ALICE) == []
+    assert "/help" in str((await say(telegram, client, ALICE, "/help")).text)
+
+
+async def test_a_passing_telegram_failure_is_retried_in_place_and_never_repeated(
     client: TestClient, telegram: TelegramEmulator
 ) -> None:
     vid, payload = await telegram_signup(client, telegram)
     update = telegram.message_update(ALICE, ALICE, f"/start {payload}")
-    telegram.fail_next("sendMessage", "500")
-    assert await post_update(telegram, client, update) == 500
-    assert telegram.sent_to(ALICE) == []
-    # Telegram delivers the same update again: now it is handled, once.
+    telegram.fail_next("sendMessage", "500", "429:1")
     assert await post_update(telegram, client, update) == 200
     [prompt] = telegram.sent_to(ALICE)
     assert "Confirm your sign-up at Acme Shop" in str(prompt.text)
+    # Telegram delivering the same update again (a lost answer, say) does nothing more.
+    assert await post_update(telegram, client, update) == 200
+    assert telegram.sent_to(ALICE) == [prompt]
+    assert await updates_counted(client, "duplicate") == 1
     await press(telegram, client, ALICE, prompt, button(prompt, "Confirm"))
     assert await status(client, vid) == "approved"
+
+
+async def test_a_redelivered_remind_whose_confirmation_failed_stores_one_reminder(
+    client: TestClient,
+    telegram: TelegramEmulator,
+    redis: Redis,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    update = telegram.message_update(ALICE, ALICE, "/remind 2h water the plants")
+    telegram.fail_next("sendMessage", *["500"] * CALL_TRIES)
+    assert await post_update(telegram, client, update) == 200
+    assert warnings_in(caplog) == [
+        "the bot's answer to an update could not be sent; it is not tried again"
+    ]
+    # Telegram delivers it twice more; neither repeats what the first one did.
+    for _ in range(2):
+        assert await post_update(telegram, client, update) == 200
+    upcoming = await Reminders(redis, keys).upcoming(ALICE)
+    assert [r.text for r in upcoming] == ["water the plants"]
+    assert (
+        await updates_counted(client, "unsent"),
+        await updates_counted(client, "duplicate"),
+    ) == (
+        1,
+        2,
+    )
+    # The record of the update lasts a day, as long as Telegram keeps an update.
+    bot_id = int(telegram.token.partition(":")[0])
+    ttl = await redis.ttl(update_seen_key(keys, bot_id, update["update_id"]))
+    assert 86_000 < ttl <= 86_400
 
 
 # -- deep-link verification ----------------------------------------------------------------

@@ -151,6 +151,20 @@ async def test_bad_callback_data_is_refused(telegram: TelegramEmulator, bot: Bot
     assert telegram.sent == []
 
 
+async def test_lengths_are_counted_in_utf16_code_units(
+    telegram: TelegramEmulator, bot: Bot
+) -> None:
+    # 2,049 emoji are 2,049 characters to Python but 4,098 code units to Telegram.
+    with pytest.raises(TelegramBadRequest, match="message is too long"):
+        await bot.send_message(CHAT, "😀" * 2049)
+    with pytest.raises(TelegramBadRequest, match="message is too long"):
+        await bot.send_message(CHAT, "x" * 4095 + "😀")
+    assert telegram.sent == []
+    await bot.send_message(CHAT, "😀" * 2048)
+    await bot.send_message(CHAT, "x" * 4094 + "😀")
+    assert [len(m.text or "") for m in telegram.sent] == [2048, 4095]
+
+
 async def test_retry_after(telegram: TelegramEmulator, bot: Bot) -> None:
     telegram.fail_next("sendMessage", "429:7")
 

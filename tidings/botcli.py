@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -59,7 +60,7 @@ def _run_with_bot(action: Callable[..., Awaitable[T]]) -> T:
 def _run_with_redis(action: Callable[..., Awaitable[T]]) -> T:
     """Run ``action(redis, keys, settings)`` against the configured Redis."""
     from verification.connections import open_redis
-    from verification.keys import Keys
+    from verification.keys import Layout
 
     settings = _settings()
 
@@ -69,11 +70,21 @@ def _run_with_redis(action: Callable[..., Awaitable[T]]) -> T:
         except ConfigError as exc:
             raise click.ClickException(str(exc)) from None
         try:
-            return await action(redis, Keys(settings.redis_prefix), settings)
+            return await action(redis, Layout.for_settings(settings).home, settings)
         finally:
             await redis.aclose()
 
     return asyncio.run(run())
+
+
+def _admin_language() -> str:
+    """The language of the admin's terminal (POSIX locale variables), else English."""
+    from config.sites import normalise_locale
+
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        if value := os.environ.get(name):
+            return normalise_locale(value)
+    return "en"
 
 
 @click.group("bot")
@@ -157,8 +168,17 @@ def broadcast_send(text: str, yes: bool, when: str | None, zone: str) -> None:
     """Send TEXT to every subscriber (the workers do the sending)."""
     from datetime import UTC, datetime
 
+    from bot import texts
+    from bot.broadcasts import TooLong, check_text
     from bot.when import WhenError, describe, parse_timezone, parse_when
 
+    try:
+        check_text(text)  # before asking, and before anyone is sent anything
+    except TooLong as exc:
+        message = texts.text(
+            "broadcast_too_long", _admin_language(), limit=exc.limit, length=exc.length
+        )
+        raise click.ClickException(message) from None
     at = None
     if when is not None:
         try:
@@ -174,10 +194,11 @@ def broadcast_send(text: str, yes: bool, when: str | None, zone: str) -> None:
 
     async def action(redis: Redis, keys: Keys, settings: Settings) -> str:
         from bot.broadcasts import BroadcastStore
+        from verification.keys import Layout
         from verification.reports import read_snapshot
 
         store = BroadcastStore(redis, keys)
-        audience = (await read_snapshot(redis, keys)).subscribers
+        audience = (await read_snapshot(redis, Layout.for_settings(settings))).subscribers
         if not yes and not click.confirm(f"Send to {audience} subscribers?"):
             return "not sent"
         bid = await store.draft(created_by=0, text=text)
@@ -229,9 +250,10 @@ def stats() -> None:
     """Subscribers, today's verifications, queue depth, failed deliveries."""
 
     async def action(redis: Redis, keys: Keys, settings: Settings) -> list[str]:
+        from verification.keys import Layout
         from verification.reports import read_snapshot
 
-        return (await read_snapshot(redis, keys)).lines()
+        return (await read_snapshot(redis, Layout.for_settings(settings))).lines()
 
     for line in _run_with_redis(action):
         click.echo(line)

@@ -87,6 +87,7 @@ async def _start_bot(
         service=service,
         redis=redis,
         keys=redis_keys,
+        layout=app[keys.LAYOUT],
         subscribers=Subscribers(redis, redis_keys),
         broadcasts=app[keys.BROADCASTS],
         reminders=Reminders(redis, redis_keys),

@@ -15,12 +15,15 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from redis.asyncio import Redis
 
-from bot.broadcasts import BroadcastStore
+from bot.broadcasts import BroadcastStore, TooLong
+from bot.handlers.language import language_middleware
 from bot.handlers.reminders import zone_of
+from bot.limits import callback_data
 from bot.subscribers import Subscribers
+from bot.texts import text
 from bot.when import WhenError, describe, parse_when
 from config.settings import Settings
-from verification.keys import Keys
+from verification.keys import Layout
 from verification.reports import read_snapshot
 
 logger = logging.getLogger(__name__)
@@ -32,9 +35,10 @@ KickBroadcast = Callable[[str], Awaitable[object]]
 async def broadcast(
     message: Message,
     command: CommandObject,
+    lang: str,
     broadcasts: BroadcastStore,
     redis: Redis,
-    keys: Keys,
+    layout: Layout,
 ) -> None:
     """``/broadcast <text>``, or ``/broadcast`` as a reply to any message (copied as is)."""
     assert message.from_user is not None  # noqa: S101 - the admin filter needs it
@@ -47,19 +51,23 @@ async def broadcast(
             message.chat.id, source.chat.id, source.message_id
         )
     elif command.args:
-        bid = await broadcasts.draft(message.from_user.id, text=command.args)
+        try:
+            bid = await broadcasts.draft(message.from_user.id, text=command.args)
+        except TooLong as exc:
+            await message.answer(_too_long(exc, lang))
+            return
         await message.answer(command.args)
     else:
         await message.answer(
             "Usage: /broadcast <text>, or reply /broadcast to the message to send."
         )
         return
-    audience = (await read_snapshot(redis, keys)).subscribers
+    audience = (await read_snapshot(redis, layout)).subscribers
     keyboard = InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                InlineKeyboardButton(text="✅ Send", callback_data=f"bc:go:{bid}"),
-                InlineKeyboardButton(text="Cancel", callback_data=f"bc:no:{bid}"),
+                InlineKeyboardButton(text="✅ Send", callback_data=callback_data(f"bc:go:{bid}")),
+                InlineKeyboardButton(text="Cancel", callback_data=callback_data(f"bc:no:{bid}")),
             ]
         ]
     )
@@ -67,6 +75,10 @@ async def broadcast(
         f"Preview above. Send broadcast {bid} to {audience} subscribers?",
         reply_markup=keyboard,
     )
+
+
+def _too_long(exc: TooLong, lang: str) -> str:
+    return text("broadcast_too_long", lang, limit=exc.limit, length=exc.length)
 
 
 async def decide(
@@ -117,6 +129,7 @@ async def cancel(message: Message, command: CommandObject, broadcasts: Broadcast
 async def broadcast_at(
     message: Message,
     command: CommandObject,
+    lang: str,
     broadcasts: BroadcastStore,
     subscribers: Subscribers,
     settings: Settings,
@@ -134,7 +147,11 @@ async def broadcast_at(
             "Usage: /broadcast_at <when> <text>, e.g. /broadcast_at tomorrow 9:00 Hello"
         )
         return
-    bid = await broadcasts.draft(message.from_user.id, text=parsed.text)
+    try:
+        bid = await broadcasts.draft(message.from_user.id, text=parsed.text)
+    except TooLong as exc:
+        await message.answer(_too_long(exc, lang))
+        return
     await broadcasts.schedule(bid, parsed.at)
     reply = await message.answer(
         f"Broadcast {bid} scheduled for {describe(parsed.at, tz, 'en')}; "
@@ -144,9 +161,9 @@ async def broadcast_at(
     await broadcasts.set_progress_message(bid, reply.chat.id, reply.message_id)
 
 
-async def stats(message: Message, redis: Redis, keys: Keys) -> None:
+async def stats(message: Message, redis: Redis, layout: Layout) -> None:
     """Subscribers, today's verifications, queue depth, failed deliveries."""
-    snapshot = await read_snapshot(redis, keys)
+    snapshot = await read_snapshot(redis, layout)
     await message.answer("\n".join(snapshot.lines()))
 
 
@@ -156,6 +173,8 @@ def build_router(admin_ids: list[int]) -> Router:
     admins = set(admin_ids)
     router.message.filter(F.from_user.id.in_(admins))
     router.callback_query.filter(F.from_user.id.in_(admins))
+    # Inner: only admins' messages cost the language lookup.
+    router.message.middleware(language_middleware)
     router.message.register(broadcast, Command("broadcast"))
     router.callback_query.register(decide, F.data.regexp(r"^bc:(go|no):bc_[0-9a-f]{12}$"))
     router.message.register(recent, Command("broadcasts"))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiogram import F, Router
 from aiogram.enums import ChatType
@@ -19,13 +17,13 @@ from aiogram.types import (
     Message,
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
-    TelegramObject,
-    User,
 )
 
 from bot.handlers import reminders as reminder_commands
+from bot.handlers.language import language_middleware
+from bot.limits import callback_data
 from bot.subscribers import Subscribers
-from bot.texts import LANGUAGES, language_of, text
+from bot.texts import LANGUAGES, text
 from config.settings import Settings
 from config.sites import SiteConfig
 from verification.phones import normalise_phone
@@ -42,21 +40,6 @@ _STATE_TEXT = {
 }
 
 
-async def _language(
-    handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-    event: TelegramObject,
-    data: dict[str, Any],
-) -> Any:
-    """Put the person's language into ``data["lang"]`` for every handler."""
-    user: User | None = data.get("event_from_user")
-    chat_id = user.id if user else None
-    override = None
-    if chat_id is not None:
-        override = await data["subscribers"].language(chat_id)
-    data["lang"] = language_of(user.language_code if user else None, override)
-    return await handler(event, data)
-
-
 def _site(settings: Settings, site_id: str) -> SiteConfig | None:
     return next((s for s in settings.sites if s.id == site_id), None)
 
@@ -71,8 +54,12 @@ def _confirm_keyboard(verification_id: str, lang: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
-                InlineKeyboardButton(text=text("confirm_yes", lang), callback_data=f"v:ok:{head}"),
-                InlineKeyboardButton(text=text("confirm_no", lang), callback_data=f"v:no:{head}"),
+                InlineKeyboardButton(
+                    text=text("confirm_yes", lang), callback_data=callback_data(f"v:ok:{head}")
+                ),
+                InlineKeyboardButton(
+                    text=text("confirm_no", lang), callback_data=callback_data(f"v:no:{head}")
+                ),
             ]
         ]
     )
@@ -211,7 +198,7 @@ async def stop(message: Message, lang: str, subscribers: Subscribers) -> None:
 async def language(message: Message, lang: str) -> None:
     """Offer the languages."""
     buttons = [
-        InlineKeyboardButton(text=name, callback_data=f"lang:{code}")
+        InlineKeyboardButton(text=name, callback_data=callback_data(f"lang:{code}"))
         for code, name in LANGUAGES.items()
     ]
     await message.answer(
@@ -244,10 +231,12 @@ def build_router() -> Router:
     router = Router(name="people")
     # The bot talks to people one to one; group chats get nothing.
     router.message.filter(F.chat.type == ChatType.PRIVATE)
-    router.message.outer_middleware(_language)
-    router.callback_query.outer_middleware(_language)
+    router.message.outer_middleware(language_middleware)
+    router.callback_query.outer_middleware(language_middleware)
     router.message.register(start_with_link, CommandStart(deep_link=True))
-    router.callback_query.register(confirm, F.data.regexp(r"^v:(ok|no):[0-9a-f]{32}$"))
+    router.callback_query.register(
+        confirm, F.data.regexp(r"^v:(ok|no):[0-9a-f]{32}(?:[0-9a-f]{2})?$")
+    )
     router.message.register(contact, F.contact)
     router.message.register(start, CommandStart())
     router.message.register(help_, Command("help"))

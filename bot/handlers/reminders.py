@@ -5,15 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from aiogram import Router
+from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from bot.reminders import Reminders, TooMany
+from bot.limits import callback_data, pages, shorten
+from bot.reminders import Reminder, Reminders, TextTooLong, TooMany
 from bot.subscribers import Subscribers
 from bot.texts import text
 from bot.when import WhenError, describe, parse_timezone, parse_when, zone_label
 from config.settings import Settings
+
+#: How much of each reminder's text ``/reminders`` shows, so a page holds several.
+PREVIEW = 200
 
 
 async def zone_of(chat_id: int, subscribers: Subscribers, settings: Settings) -> ZoneInfo:
@@ -45,6 +49,9 @@ async def remind(
         return
     try:
         reminder_id = await reminders.create(message.chat.id, parsed.at, parsed.text, lang)
+    except TextTooLong as exc:
+        await message.answer(text("reminder_too_long", lang, limit=exc.limit, length=exc.length))
+        return
     except TooMany:
         await message.answer(text("too_many_reminders", lang))
         return
@@ -59,15 +66,63 @@ async def list_reminders(
     subscribers: Subscribers,
     settings: Settings,
 ) -> None:
-    """``/reminders``: what is still to come."""
+    """``/reminders``: what is still to come, a page at a time."""
     upcoming = await reminders.upcoming(message.chat.id)
     if not upcoming:
         await message.answer(text("no_reminders", lang))
         return
     tz = await zone_of(message.chat.id, subscribers, settings)
-    lines = [text("reminders", lang)]
-    lines += [f"{r.id} · {describe(r.at, tz, lang)} · {r.text}" for r in upcoming]
-    await message.answer("\n".join(lines))
+    body, keyboard = _page(upcoming, tz, lang, 0)
+    await message.answer(body, reply_markup=keyboard)
+
+
+async def reminders_page(
+    query: CallbackQuery,
+    lang: str,
+    reminders: Reminders,
+    subscribers: Subscribers,
+    settings: Settings,
+) -> None:
+    """The "More" and "Back" buttons under ``/reminders``: that page, in place."""
+    assert query.data is not None  # noqa: S101 - the filter matched it
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    chat_id = query.message.chat.id
+    upcoming = await reminders.upcoming(chat_id)
+    if not upcoming:
+        await query.message.edit_text(text("no_reminders", lang))
+        return
+    tz = await zone_of(chat_id, subscribers, settings)
+    body, keyboard = _page(upcoming, tz, lang, int(query.data.rsplit(":", 1)[1]))
+    await query.message.edit_text(body, reply_markup=keyboard)
+
+
+def _page(
+    upcoming: list[Reminder], tz: ZoneInfo, lang: str, page: int
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """Page ``page`` of the list (the last one if the list got shorter) and its buttons."""
+    lines = [f"{r.id} · {describe(r.at, tz, lang)} · {shorten(r.text, PREVIEW)}" for r in upcoming]
+    total = len(lines)
+    # The numbered header is at its longest when every number is the total.
+    widest = text("reminders_page", lang, first=total, last=total, total=total)
+    grouped = pages(widest, lines)
+    if len(grouped) == 1:
+        return "\n".join([text("reminders", lang), *lines]), None
+    page = min(page, len(grouped) - 1)
+    first = sum(len(group) for group in grouped[:page]) + 1
+    last = first + len(grouped[page]) - 1
+    header = text("reminders_page", lang, first=first, last=last, total=total)
+    row = []
+    if page > 0:
+        row.append(_page_button(text("page_previous", lang), page - 1))
+    if page < len(grouped) - 1:
+        row.append(_page_button(text("page_next", lang), page + 1))
+    return "\n".join([header, *grouped[page]]), InlineKeyboardMarkup(inline_keyboard=[row])
+
+
+def _page_button(label: str, page: int) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=label, callback_data=callback_data(f"rem:p:{page}"))
 
 
 async def cancel(message: Message, command: CommandObject, lang: str, reminders: Reminders) -> None:
@@ -107,5 +162,6 @@ def register(router: Router) -> None:
     """Add the reminder commands to the people's router (before its catch-all)."""
     router.message.register(remind, Command("remind"))
     router.message.register(list_reminders, Command("reminders"))
+    router.callback_query.register(reminders_page, F.data.regexp(r"^rem:p:\d{1,3}$"))
     router.message.register(cancel, Command("cancel"))
     router.message.register(timezone, Command("timezone"))

@@ -63,6 +63,10 @@ Scripted faults:
 A call answered with an error is recorded in :attr:`TelegramEmulator.calls` (with its status
 and description) but never in :attr:`TelegramEmulator.sent`.
 
+Limits, as Telegram's: a text over 4096 or a caption over 1024 UTF-16 code units (an emoji
+outside the BMP counts 2) answers 400 ``Bad Request: message is too long`` / ``message caption
+is too long``; ``callback_data`` over 64 bytes 400 ``BUTTON_DATA_INVALID``.
+
 Descriptions for 401/403/404/429 and "chat not found", "message text is empty", "message is
 too long", "message is not modified", "message to edit not found", "BUTTON_DATA_INVALID",
 "BOT_COMMAND_INVALID" and the webhook HTTPS/port errors are Telegram's; the rest (missing
@@ -354,6 +358,7 @@ def _chat_key(chat_id: Any) -> ChatId:
 
 
 def _utf16_len(text: str) -> int:
+    """Length as Telegram counts it (and its entity offsets): UTF-16 code units."""
     return len(text.encode("utf-16-le")) // 2
 
 
@@ -1146,9 +1151,14 @@ class TelegramEmulator:
         if text is None or not str(text).strip():
             raise _ApiError(400, "Bad Request: message text is empty")
         text = str(text)
-        if len(text) > MAX_TEXT:
+        if _utf16_len(text) > MAX_TEXT:
             raise _ApiError(400, "Bad Request: message is too long")
         return text
+
+    @staticmethod
+    def _check_caption(caption: Any) -> None:
+        if caption is not None and _utf16_len(str(caption)) > MAX_CAPTION:
+            raise _ApiError(400, "Bad Request: message caption is too long")
 
     def _new_bot_message(
         self, chat_id: ChatId, call: ApiCall, markup: dict[str, Any] | None
@@ -1224,6 +1234,7 @@ class TelegramEmulator:
                     message[key] = source[key]
             text = source.get("text")
         caption = call.params.get("caption")
+        self._check_caption(caption)
         if caption is not None:
             message["caption"] = caption
         self._store(message)
@@ -1254,8 +1265,7 @@ class TelegramEmulator:
         else:
             raise _ApiError(400, f"Bad Request: there is no {key} in the request")
         caption = call.params.get("caption")
-        if caption is not None and len(str(caption)) > MAX_CAPTION:
-            raise _ApiError(400, "Bad Request: message caption is too long")
+        self._check_caption(caption)
         markup = self._markup(call)
         message = self._new_bot_message(chat_id, call, markup)
         if caption:
