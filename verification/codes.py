@@ -53,7 +53,8 @@ class LinkToken:
         return f"{self.verification_id.removeprefix('ver_')}.{self.secret}"
 
 
-_LINK_HEAD = re.compile(r"[0-9a-f]{32}")
+# 32 hex digits, or 34 where the id names its shard (see verification.keys.Layout).
+_LINK_HEAD = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{2})?")
 _LINK_SECRET = re.compile(r"[A-Za-z0-9_-]{32}")
 
 
@@ -84,7 +85,7 @@ class CodeHasher:
     def start_payload(self, verification_id: str) -> str:
         """The Telegram deep-link payload of a verification: its id and a 132-bit MAC.
 
-        54 characters of ``[0-9a-f]`` and base64url, within Telegram's 64-character
+        54 (56 with a shard) characters of ``[0-9a-f]`` and base64url, within Telegram's 64-character
         ``[A-Za-z0-9_-]`` rule. Derived rather than stored, so the resource can show the
         link at any time and no plaintext secret sits in Redis; it works while the
         verification is pending, so it is single-use with the verification.
@@ -95,8 +96,8 @@ class CodeHasher:
 
     def start_verification(self, payload: str) -> str | None:
         """The verification a deep-link payload belongs to, or None if it is not ours."""
-        head = payload[:32]
-        if len(payload) != 54 or not _LINK_HEAD.fullmatch(head):
+        head = payload[:-22]
+        if len(payload) not in (54, 56) or not _LINK_HEAD.fullmatch(head):
             return None
         expected = self.start_payload(f"ver_{head}")
         return f"ver_{head}" if hmac.compare_digest(expected, payload) else None
