@@ -12,6 +12,7 @@ from taskiq import ScheduledTask
 
 from bot.limits import MESSAGE_MAX, telegram_length
 from tasks.schedules import stage_schedule
+from verification.durability import Durability
 from verification.keys import Keys
 from verification.models import iso, now_ms
 from verification.scripts import Scripts, as_text
@@ -89,10 +90,12 @@ def _int(value: str | None) -> int | None:
 class BroadcastStore:
     """Creates, starts, cancels and reads broadcasts; the sending is in ``tasks.broadcasting``."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, durable: Durability | None = None) -> None:
         self._redis = redis
         self._keys = keys
         self.scripts = Scripts.register(redis)
+        # "Broadcast started" is a promise: with replicas, it waits until they hold it.
+        self._durable = durable
 
     @property
     def keys(self) -> Keys:
@@ -176,6 +179,8 @@ class BroadcastStore:
         )
         if reply[0] == "queued":
             await self._redis.pexpire(keys.broadcast_audience(broadcast_id), _KEEP_MS)
+            if self._durable is not None:
+                await self._durable.barrier(keys)
             return "queued", int(reply[1])
         return reply[-1], 0
 

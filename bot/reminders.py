@@ -13,6 +13,7 @@ from taskiq import ScheduledTask
 from bot import texts
 from bot.limits import MESSAGE_MAX, telegram_length
 from tasks.schedules import stage_schedule
+from verification.durability import Durability
 from verification.keys import Keys
 from verification.models import now_ms
 from verification.scripts import Scripts, as_text
@@ -64,10 +65,12 @@ class TextTooLong(Exception):
 class Reminders:
     """Create, list, cancel and (on the workers) claim reminders."""
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    def __init__(self, redis: Redis, keys: Keys, durable: Durability | None = None) -> None:
         self._redis = redis
         self._keys = keys
         self._scripts = Scripts.register(redis)
+        # "Reminder set" is a promise: with replicas, it waits until they hold it.
+        self._durable = durable
 
     async def create(self, chat_id: int, at: datetime, text: str, lang: str) -> str:
         """Store a reminder and its one-off schedule atomically; returns its id."""
@@ -106,6 +109,8 @@ class Reminders:
             pipe.pexpireat(keys.chat_reminders(chat_id), at_ms + KEEP_AFTER_MS)
             stage_schedule(pipe, keys, schedule)
             await pipe.execute()
+        if self._durable is not None:
+            await self._durable.barrier(self._keys)
         return reminder_id
 
     async def upcoming(self, chat_id: int) -> list[Reminder]:

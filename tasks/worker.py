@@ -354,9 +354,7 @@ def attach_worker(
                 redis,
                 layout,
                 settings.require_secret_key(),
-                durable=Durability(
-                    redis, settings.durable_replicas, settings.redis.durable_timeout_ms
-                ),
+                durable=Durability.for_settings(redis, settings),
             ),
             email=build_email_sender(settings, redis),
             renderer=EmailRenderer(settings.email),
@@ -376,7 +374,11 @@ def attach_worker(
             from bot.factory import create_bot  # aiogram only where a bot is configured
 
             resources.bot = create_bot(settings)
-        resources.broadcasts = BroadcastStore(redis, keys)
+        resources.broadcasts = BroadcastStore(
+            redis,
+            keys,
+            Durability.for_settings(redis, settings),
+        )
         resources.service = VerificationService(
             redis, settings, TaskiqDeliveryQueue(broker, tasks), layout=layout
         )

@@ -6,11 +6,14 @@ import asyncio
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bot.broadcasts import BroadcastStore
+from bot.reminders import Reminders
 from config.settings import Settings
 from tests.conftest import (
     SmtpSink,
@@ -22,6 +25,9 @@ from tests.conftest import (
     wait_for,
 )
 from tests.topologies import SentinelGroup, start_sentinel_group
+from verification.connections import NotDurable, open_redis
+from verification.durability import Durability
+from verification.keys import Layout
 from webhooks.app import create_app
 
 pytestmark = pytest.mark.topology
@@ -164,3 +170,33 @@ async def test_a_202_waits_for_the_replica_and_a_retry_finds_what_was_stored(
     again = await _post_until_accepted(client, signup_event(user_id="durable"), msg_id, [])
     assert again["id"] == retried["id"]
     assert retried["user_id"] == "durable"
+
+
+async def test_a_reminder_set_and_a_broadcast_started_wait_for_the_replica(
+    sentinel_settings: Settings, group: SentinelGroup
+) -> None:
+    """What the bot confirms to a person or an admin is on the replica first."""
+    settings = sentinel_settings.model_copy(
+        update={"redis": sentinel_settings.redis.model_copy(update={"durable_timeout_ms": 200})}
+    )
+    redis = open_redis(settings)
+    keys = Layout.for_settings(settings).home
+    durable = Durability.for_settings(redis, settings)
+    reminders = Reminders(redis, keys, durable)
+    broadcasts = BroadcastStore(redis, keys, durable)
+    at = datetime.now(UTC) + timedelta(hours=1)
+    try:
+        assert await reminders.create(77, at, "water the plants", "en")
+        draft = await broadcasts.draft(1, text="Hello")
+        replica = group.replicas()[0]
+        assert replica.process is not None
+        replica.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(NotDurable):
+                await reminders.create(77, at, "call mum", "en")
+            with pytest.raises(NotDurable):
+                await broadcasts.start(draft)
+        finally:
+            replica.process.send_signal(signal.SIGCONT)
+    finally:
+        await redis.aclose()

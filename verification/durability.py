@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -23,6 +23,14 @@ from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verification.connections import NotDurable, follow_master, is_unavailable
+from verification.keys import Keys
+
+if TYPE_CHECKING:
+    from config.settings import Settings
+
+# A write after the caller's own: replication is ordered, so replicas that hold this hold
+# everything the shard's master took before it.
+_BARRIER = "redis.call('SET', KEYS[1], '1', 'PX', 10000) return 1"
 
 
 class Durability:
@@ -32,6 +40,21 @@ class Durability:
         self._redis = redis
         self.replicas = replicas
         self._timeout_ms = timeout_ms
+        self._barrier = redis.register_script(_BARRIER)
+
+    @classmethod
+    def for_settings(cls, redis: Redis, settings: Settings) -> Durability:
+        """The durability the settings ask for (``TIDINGS_REDIS__DURABLE_*``)."""
+        return cls(redis, settings.durable_replicas, settings.redis.durable_timeout_ms)
+
+    async def barrier(self, keys: Keys) -> None:
+        """Return once replicas hold every write already made in ``keys``' shard.
+
+        For writes that are transactions rather than one script (a reminder with its
+        schedule): a later write to the same master, waited for, covers them.
+        """
+        if self.replicas:
+            await self.run(self._barrier, [keys.readiness], [])
 
     async def run(
         self,

@@ -148,9 +148,7 @@ class VerificationService:
         self._hasher = CodeHasher(master)
         self._sealer = PayloadSealer(master)
         self._scripts = Scripts.register(redis)
-        self._durable = Durability(
-            redis, settings.durable_replicas, settings.redis.durable_timeout_ms
-        )
+        self._durable = Durability.for_settings(redis, settings)
         self._policies: dict[str, CodePolicy] = {}
         # For telegram_link; learned from Telegram at start-up when not configured.
         self.bot_username = settings.telegram.username

@@ -18,6 +18,7 @@ from config.settings import Settings
 from tasks.broker import build_broker
 from tasks.worker import TaskiqDeliveryQueue, Tasks, register_tasks
 from verification.connections import is_unavailable, open_redis
+from verification.durability import Durability
 from verification.keys import Layout
 from verification.service import VerificationService
 from webhooks import api, inbound, keys, links, openapi, ops, outbox
@@ -56,7 +57,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         redis, settings, TaskiqDeliveryQueue(broker, tasks), layout=app[keys.LAYOUT]
     )
     app[keys.SERVICE] = service
-    app[keys.BROADCASTS] = BroadcastStore(redis, app[keys.REDIS_KEYS])
+    durable = Durability.for_settings(redis, settings)
+    app[keys.BROADCASTS] = BroadcastStore(redis, app[keys.REDIS_KEYS], durable)
     bot = app.get(keys.BOT)
     if bot is not None:
         await _start_bot(app, bot, service, redis, tasks)
@@ -90,7 +92,11 @@ async def _start_bot(
         layout=app[keys.LAYOUT],
         subscribers=Subscribers(redis, redis_keys),
         broadcasts=app[keys.BROADCASTS],
-        reminders=Reminders(redis, redis_keys),
+        reminders=Reminders(
+            redis,
+            redis_keys,
+            Durability.for_settings(redis, settings),
+        ),
         kick_broadcast=tasks.broadcast.kiq,
     )
     if not service.bot_username:
