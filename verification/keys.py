@@ -300,8 +300,12 @@ class Layout:
 
     @property
     def version_key(self) -> str:
-        """The layout record: version and shard count of the data in this Redis."""
-        return f"{self.home.prefix}:layout"
+        """The layout record: version and shard count of the data in this Redis.
+
+        Outside every shard (no hash tag), so that settings with another shard count
+        still find it and are refused.
+        """
+        return f"{self.prefix}:layout"
 
     def shard_of(self, any_id: str) -> int:
         """The shard of a ``ver_``, ``dlv_`` or ``evt_`` id (0 for ids without one)."""
