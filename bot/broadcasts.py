@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from taskiq import ScheduledTask
 
 from bot.limits import MESSAGE_MAX, telegram_length
-from tasks.schedules import stage_schedule
 from verification.durability import Durability
 from verification.keys import Keys
 from verification.models import iso, now_ms
+from verification.schedule_records import stage_schedule
 from verification.scripts import Scripts, as_text
 
 #: Counters of a broadcast's outcomes, in report order.

@@ -12,10 +12,10 @@ from taskiq import ScheduledTask
 
 from bot import texts
 from bot.limits import MESSAGE_MAX, telegram_length
-from tasks.schedules import stage_schedule
 from verification.durability import Durability
 from verification.keys import Keys
 from verification.models import now_ms
+from verification.schedule_records import stage_schedule
 from verification.scripts import Scripts, as_text
 
 REMIND = "tidings.remind"

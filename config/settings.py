@@ -32,6 +32,12 @@ class HttpSettings(BaseModel):
     page_requests_per_minute: Annotated[int, Field(ge=1)] = 30
     # Behind a reverse proxy: take the client IP from the last X-Forwarded-For hop.
     trust_forwarded_for: bool = False
+    # Slow clients: a connection that has not sent a whole request head this long after it
+    # opened (or after its last answer) is closed; a body must arrive within the read timeout.
+    idle_timeout_seconds: Annotated[float, Field(gt=0, le=3_600)] = 15.0
+    read_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
+    # One request-head line (request line or header) at most; longer is answered 431.
+    max_header_bytes: Annotated[int, Field(ge=1_024, le=65_536)] = 8_190
 
 
 class EmailSettings(BaseModel):
@@ -52,6 +58,28 @@ class EmailSettings(BaseModel):
     # Reused connections older than this are reopened rather than trusted.
     max_idle_seconds: Annotated[float, Field(gt=0)] = 30.0
     validate_certs: bool = True
+    # PEM bundle of the CAs trusted for the server's certificate (TLS and STARTTLS), for a
+    # relay whose certificate is signed by a private CA; the system's CAs otherwise.
+    ca_file: Path | None = None
+    # The dev outbox keeps messages, codes included, in Redis: production refuses it unless
+    # this says it is meant (a staging box without a mail server).
+    allow_outbox_in_production: bool = False
+
+    @field_validator("from_address")
+    @classmethod
+    def _check_from(cls, value: str) -> str:
+        local, at, _ = value.rpartition("@")
+        if not at or not local.isascii():
+            # Every server must take the sender, with SMTPUTF8 or without.
+            raise ValueError("an address whose local part is ASCII")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _check_ca_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a readable file")
+        return value
 
 
 class RonglianTemplate(BaseModel):
@@ -88,6 +116,9 @@ class SmsSettings(BaseModel):
 
     # "none": the sms channel is unavailable; "console": printed and kept in the dev outbox.
     provider: Literal["none", "ronglian", "console"] = "none"
+    # The console provider keeps texts, codes included, in Redis: production refuses it
+    # unless this says it is meant.
+    allow_console_in_production: bool = False
     # Region assumed for numbers written without a country code (ISO 3166 alpha-2).
     default_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "CN"
     # Against SMS pumping: sends per hour to numbers sharing their first N E.164 digits
@@ -299,6 +330,24 @@ def _load_sites_file(path: Path) -> list[SiteConfig]:
         raise ConfigError(_describe(exc, str(path))) from None
 
 
+def _refuse_dev_providers(settings: Settings) -> None:
+    """Dev providers keep messages, codes included, in Redis in plain text: not in production."""
+    if settings.dev:
+        return
+    if settings.sms.provider == "console" and not settings.sms.allow_console_in_production:
+        raise ConfigError(
+            f"{ENV_PREFIX}SMS__PROVIDER: console keeps texts and their codes in Redis in plain "
+            f"text; outside development use ronglian, or set "
+            f"{ENV_PREFIX}SMS__ALLOW_CONSOLE_IN_PRODUCTION=true"
+        )
+    if settings.email.backend == "outbox" and not settings.email.allow_outbox_in_production:
+        raise ConfigError(
+            f"{ENV_PREFIX}EMAIL__BACKEND: outbox keeps emails and their codes in Redis in plain "
+            f"text; outside development use smtp, or set "
+            f"{ENV_PREFIX}EMAIL__ALLOW_OUTBOX_IN_PRODUCTION=true"
+        )
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (and sites from their TOML file).
 
@@ -346,4 +395,5 @@ def load_settings(**overrides: Any) -> Settings:
                 raise ConfigError(
                     f"{ENV_PREFIX}SMS__RONGLIAN__{name}: required when SMS__PROVIDER is ronglian"
                 )
+    _refuse_dev_providers(settings)
     return settings.model_copy(update={"sites": sites})

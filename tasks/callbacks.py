@@ -24,6 +24,16 @@ logger = logging.getLogger(__name__)
 LEASE_MARGIN_MS = 15_000
 
 
+def sign_with_all(site: SiteConfig, msg_id: str, at: datetime, body: str) -> str:
+    """One ``v1,…`` signature per secret of the site, space-separated (Standard Webhooks).
+
+    During a key rotation the site may hold the old or the new secret; either verifies.
+    """
+    return " ".join(
+        Webhook(secret.get_secret_value()).sign(msg_id, at, body) for secret in site.webhook_secrets
+    )
+
+
 @dataclass(slots=True)
 class EventSender:
     """Sends one event attempt and records what happened."""
@@ -100,13 +110,12 @@ class EventSender:
     async def _post(self, site: SiteConfig, claim: EventClaim, body: str) -> tuple[int, str]:
         # The same webhook-id on every attempt; the timestamp and signature are per attempt.
         now = datetime.now(UTC)
-        signer = Webhook(site.webhook_secrets[0].get_secret_value())
         headers = {
             "content-type": "application/json",
             "user-agent": "Tidings-Webhooks/1",
             "webhook-id": claim.event_id,
             "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signer.sign(claim.event_id, now, body),
+            "webhook-signature": sign_with_all(site, claim.event_id, now, body),
         }
         timeout = aiohttp.ClientTimeout(total=self.settings.events.timeout_seconds)
         try:

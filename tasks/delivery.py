@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
 from config.settings import Settings
-from config.sites import Channel, SiteConfig
+from config.sites import EMAIL_CHANNELS, Channel, SiteConfig
 from tasks.email.rendering import EmailRenderer
-from tasks.email.senders import EmailSender
+from tasks.email.senders import EmailSender, Reservation
+from tasks.email.unsubscribe import one_click_unsubscribe
 from tasks.errors import DeliveryError
 from tasks.sms.base import SmsSender
 from tasks.sms.rendering import SmsRenderer
+from verification.codes import CodeHasher
 from verification.connections import through_outage
 from verification.deliveries import Claim, DeliveryStore, NotClaimed
 from verification.models import mask_destination, now_ms
@@ -43,6 +47,10 @@ class Deliverer:
     sites: dict[str, SiteConfig]
     sms: SmsSender | None = None
     sms_renderer: SmsRenderer = field(default_factory=SmsRenderer)
+    hasher: CodeHasher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hasher = CodeHasher(self.settings.require_secret_key())
 
     async def close(self) -> None:
         """Release the providers' connections."""
@@ -71,7 +79,33 @@ class Deliverer:
                     "could not renew a delivery lease", extra={"delivery": claim.delivery_id}
                 )
 
-    async def _send(self, claim: Claim) -> str:
+    async def _channel_of(self, delivery_id: str) -> str:
+        """The delivery's channel, read before claiming (a claim counts an attempt)."""
+        # DeliveryStore has no reader for one field yet; this is the claim script's hash.
+        store = self.store
+        raw = await through_outage(
+            lambda: store.channel_of(delivery_id),
+            within=self.settings.queue.task_timeout_seconds,
+            what="read a delivery",
+            log={"delivery": delivery_id},
+        )
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+    @asynccontextmanager
+    async def _capacity(self, delivery_id: str) -> AsyncIterator[Reservation | None]:
+        """Hold what the send needs (an SMTP connection) before the attempt is claimed.
+
+        Waiting for a pooled connection is not part of an attempt: a task cut while it
+        waits has claimed nothing, counted nothing and sent nothing, and the due set
+        brings the delivery back.
+        """
+        if self.sms is not None and await self._channel_of(delivery_id) not in EMAIL_CHANNELS:
+            yield None
+            return
+        async with self.email.reserve() as reservation:
+            yield reservation
+
+    async def _send(self, claim: Claim, reservation: Reservation | None) -> str:
         site = self.sites.get(claim.site)
         if site is None:
             raise DeliveryError(f"site {claim.site!r} is no longer configured", retryable=False)
@@ -92,8 +126,13 @@ class Deliverer:
             raise DeliveryError(f"no provider for channel {claim.channel!r}", retryable=False)
         by_email = claim.channel == Channel.EMAIL
         template = "code" if by_email else "link"
+        headers: dict[str, str] = {}
         if claim.purpose == "reminder":
+            # Unasked-for mail: one click stops it (RFC 8058); codes are asked for each time.
             template = "reminder"
+            _, headers = one_click_unsubscribe(
+                self.settings.public_url, self.hasher, claim.destination
+            )
         message = self.renderer.render(
             template,
             claim.locale,
@@ -105,30 +144,67 @@ class Deliverer:
                 "minutes": minutes,
                 "link_url": self.link_url(claim.link),
             },
+            headers=headers,
         )
-        await self.email.send(message)
+        if reservation is None:
+            await self.email.send(message)
+        else:
+            await reservation.send(message)
         return message.message_id
 
     async def deliver(self, delivery_id: str) -> str:
-        """Run one attempt of ``delivery_id``; returns what happened, for the task result."""
-        token = secrets.token_hex(8)
-        claim = await through_outage(
-            lambda: self.store.claim(delivery_id, self.lease_ms, token),
-            within=self.settings.queue.task_timeout_seconds,
-            what="claim a delivery",
-            log={"delivery": delivery_id},
-        )
-        if isinstance(claim, NotClaimed):
-            logger.info("delivery not sent", extra={"delivery": delivery_id, "why": claim.reason})
-            return claim.reason
+        """Run one attempt of ``delivery_id``; returns what happened, for the task result.
+
+        Once claimed, the attempt runs to its recorded outcome even if the task is
+        cancelled (a task timeout, a shutdown): cut between DATA and the server's reply,
+        the message may be out, and a blind retry would send the code twice. Its own
+        bounds are the providers' per-operation timeouts and the outage waits.
+        """
+        async with self._capacity(delivery_id) as held:
+            token = secrets.token_hex(8)
+            claim = await through_outage(
+                lambda: self.store.claim(delivery_id, self.lease_ms, token),
+                within=self.settings.queue.task_timeout_seconds,
+                what="claim a delivery",
+                log={"delivery": delivery_id},
+            )
+            if isinstance(claim, NotClaimed):
+                logger.info(
+                    "delivery not sent", extra={"delivery": delivery_id, "why": claim.reason}
+                )
+                return claim.reason
+            reservation = held
+            if held is not None and claim.channel not in EMAIL_CHANNELS:
+                held.release()  # a delivery enqueued while SMS was off, now SMS
+                reservation = None
+            attempt = asyncio.ensure_future(self._attempt(claim, reservation))
+            try:
+                return await asyncio.shield(attempt)
+            except asyncio.CancelledError:
+                logger.warning(
+                    "delivery task cancelled mid-attempt; finishing the attempt first",
+                    extra={"delivery": delivery_id, "verification": claim.verification_id},
+                )
+                while not attempt.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(attempt)
+                raise
+
+    async def _attempt(self, claim: Claim, reservation: Reservation | None) -> str:
+        """Send a claimed delivery and record the outcome, holding the lease throughout."""
         vid = claim.verification_id
         to = mask_destination(claim.channel, claim.destination)
-        log = {"delivery": delivery_id, "attempt": claim.attempt, "to": to}
+        log = {
+            "delivery": claim.delivery_id,
+            "verification": vid,
+            "attempt": claim.attempt,
+            "to": to,
+        }
         # The lease is kept until the outcome is recorded, not just until the send returns.
-        keeper = asyncio.create_task(self._keep_lease(claim), name=f"lease:{delivery_id}")
+        keeper = asyncio.create_task(self._keep_lease(claim), name=f"lease:{claim.delivery_id}")
         try:
             try:
-                provider_id = await self._send(claim)
+                provider_id = await self._send(claim, reservation)
             except DeliveryError as exc:
                 return await self._failed(claim, vid, exc, log)
             except Exception as exc:  # a bug or an unexpected library error: retry, do not lose

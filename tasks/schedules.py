@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, ScheduledTask, ScheduleSource
 from taskiq.exceptions import ScheduledTaskCancelledError, SendTaskError
@@ -36,6 +35,7 @@ from taskiq.kicker import AsyncKicker
 
 from verification.keys import Keys, Layout
 from verification.models import now_ms
+from verification.schedule_records import stage_schedule
 from verification.scripts import Scripts, as_text
 
 logger = logging.getLogger(__name__)
@@ -228,24 +228,6 @@ class RedisScheduleSource(ScheduleSource):
             finished.append(schedule_id)
         if finished:
             await self._done(keys, finished)
-
-
-def stage_schedule(pipe: Pipeline, keys: Keys, schedule: ScheduledTask) -> None:
-    """Queue the writes that store ``schedule`` on ``pipe``.
-
-    For callers that store a schedule in one transaction with their own record (a
-    reminder, a scheduled broadcast).
-    """
-    pipe.hset(keys.schedules, schedule.schedule_id, schedule.model_dump_json())
-    if schedule.time is not None:
-        pipe.zadd(keys.schedules_due, {schedule.schedule_id: _ms(schedule.time)})
-    else:
-        pipe.sadd(keys.schedules_periodic, schedule.schedule_id)
-
-
-def _ms(at: datetime) -> int:
-    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return int(aware.timestamp() * 1000)
 
 
 def _run_slot(task: ScheduledTask) -> tuple[int, int]:

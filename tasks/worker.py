@@ -145,9 +145,12 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
         return held
 
     async def deliver(delivery_id: str) -> str:
-        """Send one delivery; idempotent per delivery id."""
-        async with asyncio.timeout(q.task_timeout_seconds):
-            return await resources().deliverer.deliver(delivery_id)
+        """Send one delivery; idempotent per delivery id.
+
+        No deadline around the whole task: the wait for a pooled connection is not part
+        of an attempt, and an attempt bounds itself (see ``Deliverer.deliver``).
+        """
+        return await resources().deliverer.deliver(delivery_id)
 
     async def send_event(event_id: str) -> str:
         """POST one outbound event to its site (one attempt; retries are rescheduled)."""

@@ -9,7 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from svix.webhooks import Webhook as SvixWebhook
 
 from config.settings import Settings
 from tasks.worker import build_worker_broker
@@ -23,6 +24,7 @@ from tests.conftest import (
     site,
     wait_for,
 )
+from tidings.devsite import new_webhook_secret
 from tidings.embedded_redis import free_port
 from webhooks.app import create_app
 
@@ -30,10 +32,12 @@ from webhooks.app import create_app
 class Receiver:
     """A site's callback endpoint that answers from a script and verifies every signature."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str = SECRET) -> None:
         self.port = free_port()
+        self.secret = secret
         self.answers: list[int] = []
         self.calls: list[dict[str, Any]] = []
+        self.rejected = 0
         self._runner: web.AppRunner | None = None
 
     @property
@@ -42,9 +46,14 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        # What a site does with the public library: raises if the signature is wrong.
-        event = Webhook(SECRET).verify(body, dict(request.headers))
-        self.calls.append({"headers": dict(request.headers), "event": event})
+        # What a site does with either public library: both raise if no signature matches.
+        try:
+            event = Webhook(self.secret).verify(body, dict(request.headers))
+            SvixWebhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.rejected += 1
+            return web.Response(status=401)
+        self.calls.append({"headers": dict(request.headers), "event": event, "body": body})
         status = self.answers.pop(0) if self.answers else 200
         return web.Response(status=status)
 
@@ -202,3 +211,32 @@ async def test_failed_delivery_event(
 
 async def _field_is(redis: Redis, key: str, field: str, value: str) -> bool:
     return bool(await redis.hget(key, field) == value)
+
+
+async def test_events_during_key_rotation_verify_with_the_new_secret_alone(
+    aiohttp_client: Any,
+    make_settings: Callable[..., Settings],
+    start_worker: Callable[[Settings], Awaitable[None]],
+    smtp: SmtpSink,
+) -> None:
+    new_secret = new_webhook_secret()
+    receiver = Receiver(new_secret)  # the site already moved to the new secret
+    await receiver.start()
+    try:
+        settings = make_settings(
+            sites=[site(webhook_secrets=[SECRET, new_secret], callback_url=receiver.url)]
+        )
+        await start_worker(settings)
+        client = await aiohttp_client(create_app(settings))
+        vid, _ = await _signup_and_code(client, smtp)
+        await client.post(f"/v1/verifications/{vid}/cancel", headers=auth())
+        await wait_for(lambda: receiver.calls or receiver.rejected, timeout=15, what="an event")
+    finally:
+        await receiver.stop()
+    assert receiver.rejected == 0
+    [call] = receiver.calls
+    assert call["event"]["type"] == "verification.canceled"
+    assert len(call["headers"]["webhook-signature"].split()) == 2
+    # A receiver still on the old secret verifies the same request.
+    Webhook(SECRET).verify(call["body"], call["headers"])
+    SvixWebhook(SECRET).verify(call["body"], call["headers"])

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
+from svix.webhooks import Webhook as SvixWebhook
 
 from config.settings import Settings
 from tests.conftest import (
@@ -544,3 +545,51 @@ async def test_secrets_never_in_responses_or_logs(
             assert secret not in body
         for line in logged:
             assert secret not in line
+
+
+# ---------------------------------------------------------------- svix senders
+
+
+def svix_signed(secret: str, body: str, msg_id: str = "msg_svix") -> dict[str, str]:
+    """The headers a Svix-based sender puts on a request, signed with the ``svix`` library."""
+    now = datetime.now(UTC)
+    return {
+        "svix-id": msg_id,
+        "svix-timestamp": str(int(now.timestamp())),
+        "svix-signature": SvixWebhook(secret).sign(msg_id, now, body),
+        "content-type": "application/json",
+    }
+
+
+async def test_svix_header_family_is_accepted(
+    client: TestClient, smtp: SmtpSink, worker: None
+) -> None:
+    headers = svix_signed(SECRET, BODY)
+    SvixWebhook(SECRET).verify(BODY, headers)  # what the svix library itself accepts
+    response = await client.post("/webhooks/shop", data=BODY, headers=headers)
+    assert response.status == 202, await response.text()
+    # The svix-id is the message id: a redelivery returns the first answer.
+    again = await client.post("/webhooks/shop", data=BODY, headers=svix_signed(SECRET, BODY))
+    assert await again.json() == await response.json()
+    [message] = await smtp.wait_for_messages(1)
+    assert message["To"] == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    "case", ["other secret", "stale", "no svix-id", "signature for another body"]
+)
+async def test_unauthentic_svix_requests_are_401_and_do_nothing(
+    case: str, client: TestClient, smtp: SmtpSink, worker: None, store: Redis, settings: Settings
+) -> None:
+    headers = svix_signed(OTHER_SECRET if case == "other secret" else SECRET, BODY)
+    if case == "stale":
+        stale = datetime.fromtimestamp(_now() - 360, UTC)
+        headers["svix-timestamp"] = str(int(stale.timestamp()))
+        headers["svix-signature"] = SvixWebhook(SECRET).sign("msg_svix", stale, BODY)
+    elif case == "no svix-id":
+        del headers["svix-id"]
+    elif case == "signature for another body":
+        headers = svix_signed(SECRET, BODY.replace("alice", "mallory"))
+    response = await client.post("/webhooks/shop", data=BODY, headers=headers)
+    await problem(response, 401, "invalid-signature")
+    await assert_nothing_happened(client, smtp, store, settings.redis_prefix)

@@ -124,7 +124,8 @@ def test_numbers_of_one_range_share_a_prefix_and_others_do_not() -> None:
 @pytest.fixture
 async def sms_client(aiohttp_client: Any, make_settings: Callable[..., Settings]) -> TestClient:
     settings = make_settings(
-        sms={"provider": "console"}, sites=[site(channels=["email", "sms", "link"])]
+        sms={"provider": "console", "allow_console_in_production": True},
+        sites=[site(channels=["email", "sms", "link"])],
     )
     client: TestClient = await aiohttp_client(create_app(settings))
     return client

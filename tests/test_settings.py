@@ -339,3 +339,61 @@ def test_webhook_secret_outside_telegram_alphabet_names_the_key(
         load_settings()
     assert str(info.value).startswith("TIDINGS_TELEGRAM__WEBHOOK_SECRET:")
     assert "has spaces" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key", "allow"),
+    [
+        ("TIDINGS_SMS__PROVIDER", "console", "TIDINGS_SMS__PROVIDER",
+         "TIDINGS_SMS__ALLOW_CONSOLE_IN_PRODUCTION"),
+        ("TIDINGS_EMAIL__BACKEND", "outbox", "TIDINGS_EMAIL__BACKEND",
+         "TIDINGS_EMAIL__ALLOW_OUTBOX_IN_PRODUCTION"),
+    ],
+)  # fmt: skip
+def test_a_production_role_refuses_dev_providers_unless_allowed(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str, allow: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    message = config_error()
+    assert message.startswith(f"{key}: {value} keeps")
+    assert "plain text" in message
+    assert allow in message
+
+    monkeypatch.setenv(allow, "true")
+    assert load_settings()  # said on purpose: a staging box without a provider
+
+    monkeypatch.delenv(allow)
+    assert load_settings(dev=True).dev  # what `tidings dev` runs with
+
+
+@pytest.mark.parametrize("role", ["web", "worker"])
+def test_a_production_role_with_a_dev_provider_exits_with_one_line(
+    tmp_path: Path, role: str
+) -> None:
+    result = _run_cli(tmp_path, role, TIDINGS_SMS__PROVIDER="console")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: TIDINGS_SMS__PROVIDER: console keeps texts")
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_ca_file_that_does_not_exist_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TIDINGS_EMAIL__CA_FILE", str(tmp_path / "missing.pem"))
+    assert config_error().startswith("TIDINGS_EMAIL__CA_FILE:")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("TIDINGS_EMAIL__CA_FILE", str(bundle))
+    assert load_settings().email.ca_file == bundle
+
+
+def test_a_sender_with_a_non_ascii_local_part_names_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every relay must take the sender, SMTPUTF8 or not.
+    monkeypatch.setenv("TIDINGS_EMAIL__FROM_ADDRESS", "通知@example.com")
+    assert config_error().startswith("TIDINGS_EMAIL__FROM_ADDRESS:")
+    monkeypatch.setenv("TIDINGS_EMAIL__FROM_ADDRESS", "codes@bücher.example")
+    assert load_settings().email.from_address == "codes@bücher.example"

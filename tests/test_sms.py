@@ -225,6 +225,30 @@ async def test_final_ronglian_error_fails_delivery_and_verification(
     assert resource["status"] == "failed"
 
 
+async def test_a_200_that_is_not_json_may_have_been_sent_and_is_not_retried(
+    open_app: OpenApp, ronglian: RonglianEmulator
+) -> None:
+    client, _ = await ronglian_app(open_app, ronglian)
+    ronglian.fail_next("garbled")
+    vid = (await accepted(await sms_signup(client)))["id"]
+
+    delivery = await delivery_in(client, vid, "failed", "sent")
+    assert delivery["status"] == "failed"
+    assert delivery["attempts"] == 1
+    assert "may have been sent" in delivery["error"]
+    assert NATIONAL not in delivery["error"]
+    # The request reached Ronglian: the text may be on the phone, its code still works.
+    assert (await get_verification(client, vid))["status"] == "pending"
+
+    # No second SMS for it: the next request Ronglian sees is another person's.
+    other = (await accepted(await sms_signup(client, OTHER_RAW, user_id="u-2")))["id"]
+    await delivery_in(client, other, "sent")
+    assert [request.json()["to"] for request in ronglian.requests] == [NATIONAL, OTHER_NATIONAL]
+    code = ronglian.requests[0].json()["datas"][0]
+    check = await client.post(f"/v1/verifications/{vid}/check", json={"code": code}, headers=auth())
+    assert (await check.json())["status"] == "approved"
+
+
 async def test_timeout_after_sending_is_not_retried_and_keeps_the_code_usable(
     open_app: OpenApp, ronglian: RonglianEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -290,7 +314,7 @@ async def test_console_sms_lands_in_the_outbox_with_the_autofill_line(
 ) -> None:
     client, _ = await open_app(
         dev=True,
-        sms={"provider": "console"},
+        sms={"provider": "console", "allow_console_in_production": True},
         sites=[site(channels=["email", "sms"], **site_extra)],
     )
     vid = (await accepted(await sms_signup(client)))["id"]
@@ -322,7 +346,7 @@ async def test_console_sms_in_chinese(
 ) -> None:
     client, _ = await open_app(
         dev=True,
-        sms={"provider": "console"},
+        sms={"provider": "console", "allow_console_in_production": True},
         sites=[site(channels=["sms"], domain="shop.example", **site_extra)],
     )
     created = await accepted(await sms_signup(client, **data))
@@ -346,7 +370,11 @@ async def test_console_sms_in_chinese(
 async def test_prefix_limit_answers_429_and_spares_other_ranges(open_app: OpenApp) -> None:
     client, _ = await open_app(
         worker=False,
-        sms={"provider": "console", "sends_per_prefix_per_hour": 2},
+        sms={
+            "provider": "console",
+            "allow_console_in_production": True,
+            "sends_per_prefix_per_hour": 2,
+        },
         sites=[
             site(channels=["email", "sms"]),
             site("other", OTHER_SECRET, OTHER_API_KEY, channels=["sms"], name="Other"),
@@ -380,7 +408,11 @@ async def test_prefix_limit_answers_429_and_spares_other_ranges(open_app: OpenAp
 async def test_prefix_limit_zero_is_off(open_app: OpenApp) -> None:
     client, _ = await open_app(
         worker=False,
-        sms={"provider": "console", "sends_per_prefix_per_hour": 0},
+        sms={
+            "provider": "console",
+            "allow_console_in_production": True,
+            "sends_per_prefix_per_hour": 0,
+        },
         sites=[site(channels=["sms"])],
     )
     for n in range(4):
@@ -404,7 +436,9 @@ async def test_sms_channel_unavailable_when_the_site_does_not_allow_it(
     open_app: OpenApp,
 ) -> None:
     client, _ = await open_app(
-        worker=False, sms={"provider": "console"}, sites=[site(channels=["email"])]
+        worker=False,
+        sms={"provider": "console", "allow_console_in_production": True},
+        sites=[site(channels=["email"])],
     )
     response = await sms_signup(client)
     assert response.status == 422
@@ -413,7 +447,9 @@ async def test_sms_channel_unavailable_when_the_site_does_not_allow_it(
 
 async def test_sms_channel_needs_a_phone(open_app: OpenApp) -> None:
     client, _ = await open_app(
-        worker=False, sms={"provider": "console"}, sites=[site(channels=["email", "sms"])]
+        worker=False,
+        sms={"provider": "console", "allow_console_in_production": True},
+        sites=[site(channels=["email", "sms"])],
     )
     response = await post_event(client, signup_event(channel="sms"))  # an email, no phone
     assert response.status == 422

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -254,3 +262,159 @@ async def test_redelivered_task_does_not_send_twice(
     assert after["status"] == "sent"
     assert after["attempts"] == 1
     assert after["provider_id"] == sent["provider_id"]
+
+
+# -- TLS and login: refusals that retrying cannot fix fail at once ------------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by nobody but itself, as a private relay has."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "relay.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "relay.pem", folder / "relay.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+class TlsSink(SmtpSink):
+    """A relay with a self-signed certificate: STARTTLS on 587-style, or implicit TLS."""
+
+    def __init__(self, context: ssl.SSLContext, *, implicit: bool, password: str = "") -> None:
+        super().__init__(free_port())
+        self.context = context
+        self.implicit = implicit
+        self.password = password
+        self.logins = 0
+
+    def _authenticate(
+        self, server: SMTPServer, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        self.logins += 1
+        ok = isinstance(data, LoginPassword) and data.password == self.password.encode()
+        return AuthResult(success=ok, handled=False)
+
+    async def start(self) -> None:
+        def server() -> SMTPServer:
+            return SMTPServer(
+                self.handler,
+                hostname="relay.test",
+                tls_context=None if self.implicit else self.context,
+                require_starttls=not self.implicit,
+                authenticator=self._authenticate if self.password else None,
+                auth_required=bool(self.password),
+            )
+
+        loop = asyncio.get_running_loop()
+        ssl_context = self.context if self.implicit else None
+        self._server = await loop.create_server(server, "127.0.0.1", self.port, ssl=ssl_context)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    cert_file, key_file = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return cert_file, context
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_an_unverifiable_certificate_fails_at_once_and_a_ca_file_fixes_it(
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], Awaitable[TestClient]],
+    start_worker: Callable[[Settings], Awaitable[None]],
+    sinks: list[SmtpSink],
+    certificate: tuple[Path, ssl.SSLContext],
+    security: str,
+) -> None:
+    cert_file, context = certificate
+    sink = TlsSink(context, implicit=security == "tls")
+    await sink.start()
+    sinks.append(sink)
+    settings = make_settings(email={"port": sink.port, "security": security})
+    client = await make_client(settings)
+    await start_worker(settings)
+
+    vid = (await signup(client))["id"]
+    failed = await _delivery_when(
+        client, vid, lambda d: d["status"] != "queued", "the delivery to settle"
+    )
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 1  # not retried as if the network had hiccupped
+    assert "certificate could not be verified" in failed["error"]
+    assert "TIDINGS_EMAIL__CA_FILE" in failed["error"]
+    assert (await get_verification(client, vid))["status"] == "failed"
+    assert sink.messages == []
+
+    # Its own key prefix: the first worker, which trusts nothing, still reads its queue.
+    trusting = make_settings(
+        redis_prefix=f"{settings.redis_prefix}b",
+        email={"port": sink.port, "security": security, "ca_file": cert_file},
+    )
+    trusted = await make_client(trusting)
+    await start_worker(trusting)
+    vid = (await signup(trusted, email="bob@example.com", user_id="u-2"))["id"]
+    [message] = await sink.wait_for_messages(1)
+    assert message["To"] == "bob@example.com"
+    sent = await _delivery_when(trusted, vid, lambda d: d["status"] == "sent", "delivery sent")
+    assert sent["attempts"] == 1
+
+
+async def test_refused_credentials_fail_at_once(
+    make_settings: Callable[..., Settings],
+    make_client: Callable[[Settings], Awaitable[TestClient]],
+    start_worker: Callable[[Settings], Awaitable[None]],
+    sinks: list[SmtpSink],
+    certificate: tuple[Path, ssl.SSLContext],
+) -> None:
+    cert_file, context = certificate
+    sink = TlsSink(context, implicit=False, password="right-password")
+    await sink.start()
+    sinks.append(sink)
+    email = {"port": sink.port, "security": "starttls", "ca_file": cert_file, "username": "tid"}
+    settings = make_settings(email={**email, "password": "wrong-password"})
+    client = await make_client(settings)
+    await start_worker(settings)
+
+    vid = (await signup(client))["id"]
+    failed = await _delivery_when(
+        client, vid, lambda d: d["status"] != "queued", "the delivery to settle"
+    )
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 1
+    assert failed["error"].startswith("smtp login refused: 535")
+    assert "wrong-password" not in failed["error"]
+    # One attempt (aiosmtplib tries each mechanism offered once): no storm of retries
+    # against the relay's lockout.
+    assert sink.logins == 2
+
+    right = make_settings(
+        redis_prefix=f"{settings.redis_prefix}b", email={**email, "password": "right-password"}
+    )
+    right_client = await make_client(right)
+    await start_worker(right)
+    await signup(right_client, email="bob@example.com", user_id="u-2")
+    [message] = await sink.wait_for_messages(1)
+    assert message["To"] == "bob@example.com"

@@ -82,9 +82,8 @@ def _check_layout(settings: Settings, *, wait: bool) -> None:
 @main.command()
 def web() -> None:
     """Run the web app (webhooks, API, metrics)."""
-    from aiohttp import web as aioweb
-
     from config.logging import setup_logging
+    from webhooks import serving
     from webhooks.app import create_app
 
     settings = _settings()
@@ -95,15 +94,7 @@ def web() -> None:
         raise click.ClickException(str(exc)) from None
     setup_logging(settings)
     _check_layout(settings, wait=False)
-    aioweb.run_app(
-        app,
-        loop=_event_loop(),
-        host=settings.http.host,
-        port=settings.http.port,
-        access_log=None,
-        shutdown_timeout=10,
-        print=None,
-    )
+    serving.run(app, settings.http, loop=_event_loop(), shutdown_timeout=10)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

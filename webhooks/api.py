@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +10,7 @@ from pydantic import ValidationError
 from config.sites import SiteConfig
 from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited
 from webhooks import keys
+from webhooks.bodies import read_json
 from webhooks.problems import Problem
 from webhooks.schemas import CheckBody, ResendBody, field_errors
 
@@ -30,13 +30,9 @@ def _site(request: web.Request) -> SiteConfig:
 
 
 async def _json(request: web.Request, model: type[Any], *, optional: bool = False) -> Any:
-    raw = await request.read()
-    if not raw.strip() and optional:
+    data = await read_json(request, optional=optional)
+    if data is None and optional:
         return model()
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Problem("invalid-json", "the body is not valid JSON") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

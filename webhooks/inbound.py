@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, TypeVar
 
@@ -13,6 +12,7 @@ from config.sites import normalise_locale
 from verification.errors import ChannelUnavailable, RateLimited
 from verification.service import Signup
 from webhooks import keys
+from webhooks.bodies import parse_json, read_body, require_json
 from webhooks.problems import Problem
 from webhooks.registry import SignatureError
 from webhooks.schemas import (
@@ -43,40 +43,30 @@ def _parse(
         raise Problem("validation", detail, errors=errors) from None
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise Problem("too-large", f"bodies are limited to {limit} bytes")
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(16_384):
-        body.extend(chunk)
-        if len(body) > limit:
-            raise Problem("too-large", f"bodies are limited to {limit} bytes")
-    return bytes(body)
-
-
 async def receive(request: web.Request) -> web.Response:
     """Verify, parse and act on one site event."""
     app = request.app
     settings = app[keys.SETTINGS]
     site = app[keys.SITES].get(request.match_info["site"])
-    body = await _read_body(request, settings.http.max_body_bytes)
+    require_json(request)
+    http = settings.http
+    body = await read_body(request, http.max_body_bytes, http.read_timeout_seconds)
     if site is None:
         # Same answer as a bad signature, so site ids cannot be probed.
         raise Problem("invalid-signature", "no matching signature")
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        app[keys.SITES].verify(site.id, body, headers)
+        webhook_id = app[keys.SITES].verify(site.id, body, headers)
     except SignatureError as exc:
         raise Problem("invalid-signature", str(exc)) from None
-    webhook_id = headers["webhook-id"]
-    if len(webhook_id) > _MAX_WEBHOOK_ID or not webhook_id.isprintable():
+    if (
+        len(webhook_id) > _MAX_WEBHOOK_ID
+        or not webhook_id.isascii()
+        or not webhook_id.isprintable()
+    ):
         raise Problem("validation", "webhook-id must be at most 256 printable characters")
 
-    try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise Problem("invalid-json", "the body is not valid JSON") from None
-    envelope = _parse(Envelope, raw, "")
+    envelope = _parse(Envelope, parse_json(body), "")
     if envelope.type not in EVENT_TYPES:
         raise Problem(
             "unknown-event",

@@ -51,6 +51,7 @@ def _responses(ok: dict[str, Any], problems: list[str]) -> dict[str, Any]:
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _API_ERRORS = ["unauthorized", "not-found", "unavailable"]
+_JSON_BODY_ERRORS = ["invalid-json", "request-timeout", "too-large", "unsupported-media-type"]
 
 _VERIFICATION: dict[str, Any] = {
     "type": "object",
@@ -156,7 +157,9 @@ def openapi_document() -> dict[str, Any]:
                         "Body is an Envelope; `data` is SignupCreated for `signup.created` and "
                         "UserRef for `signup.canceled` / `user.deleted`. Signature: `v1,` + "
                         "base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` with "
-                        "any of the site's secrets; timestamps within 5 minutes. A repeated "
+                        "any of the site's secrets (several space-separated signatures may be sent); "
+                        "timestamps within 5 minutes. Svix senders' `svix-id`, `svix-timestamp` "
+                        "and `svix-signature` are accepted instead. A repeated "
                         "`webhook-id` returns the first answer and does nothing."
                     ),
                     "parameters": [
@@ -177,7 +180,9 @@ def openapi_document() -> dict[str, Any]:
                         [
                             "invalid-json",
                             "invalid-signature",
+                            "request-timeout",
                             "too-large",
+                            "unsupported-media-type",
                             "validation",
                             "unknown-event",
                             "channel-unavailable",
@@ -205,7 +210,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _json_body("CheckBody"),
                     "responses": _responses(
                         _ok(200, "CheckResult", "the outcome"),
-                        [*_API_ERRORS, "invalid-json", "validation"],
+                        [*_API_ERRORS, *_JSON_BODY_ERRORS, "validation"],
                     ),
                 }
             },
@@ -219,7 +224,7 @@ def openapi_document() -> dict[str, Any]:
                         _ok(202, "Verification", "a new code is on its way"),
                         [
                             *_API_ERRORS,
-                            "invalid-json",
+                            *_JSON_BODY_ERRORS,
                             "validation",
                             "conflict",
                             "channel-unavailable",

@@ -18,10 +18,12 @@ PROBLEM_TYPE = "application/problem+json"
 #: slug → (status, title); every problem an endpoint can answer, documented in OpenAPI.
 PROBLEMS: dict[str, tuple[int, str]] = {
     "invalid-json": (400, "Body is not valid JSON"),
+    "bad-request": (400, "Malformed HTTP request"),
     "unauthorized": (401, "Missing or invalid API key"),
     "invalid-signature": (401, "Webhook signature could not be verified"),
     "not-found": (404, "Not found"),
     "method-not-allowed": (405, "Method not allowed"),
+    "request-timeout": (408, "Request not received in time"),
     "conflict": (409, "Verification is not pending"),
     "too-large": (413, "Body too large"),
     "unsupported-media-type": (415, "Body must be JSON"),
@@ -29,6 +31,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "unknown-event": (422, "Unknown event type"),
     "channel-unavailable": (422, "Channel not available"),
     "rate-limited": (429, "Too many requests"),
+    "headers-too-large": (431, "Request header fields too large"),
     "internal": (500, "Internal error"),
     "unavailable": (503, "Service temporarily unavailable"),
 }
@@ -64,7 +67,17 @@ class Problem(web.HTTPException):
         )
 
 
-_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}
+_HTTP_SLUGS = {
+    400: "bad-request",
+    404: "not-found",
+    405: "method-not-allowed",
+    408: "request-timeout",
+    413: "too-large",
+    415: "unsupported-media-type",
+    431: "headers-too-large",
+}
+#: Headers of aiohttp's own errors that must survive the translation (405 must name ``Allow``).
+_KEPT_HEADERS = ("Allow",)
 
 
 @web.middleware
@@ -78,7 +91,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         slug = _HTTP_SLUGS.get(exc.status)
         if slug is None or exc.status < 400:
             raise
-        raise Problem(slug, exc.reason) from None
+        kept = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+        raise Problem(slug, exc.reason, headers=kept) from None
     except Exception as exc:
         if is_unavailable(exc):
             # Unreachable, failing over, read-only, re-sharding, not enough replicas.

@@ -10,6 +10,9 @@ import time
 
 from config.sites import SiteConfig
 
+# Unix seconds have 10 digits until 2286; anything much longer is not a timestamp.
+_MAX_TIMESTAMP_DIGITS = 12
+
 
 class SignatureError(Exception):
     """The webhook is not authentic; the message says why without echoing input."""
@@ -57,6 +60,8 @@ class SiteRegistry:
 
     def by_api_key(self, key: str) -> SiteConfig | None:
         """The site owning this API key (looked up by digest, so timing reveals nothing)."""
+        if not key.isascii():  # keys are ASCII; compare_digest refuses other text
+            return None
         site = self._by_key.get(_digest(key))
         if site is None:
             return None
@@ -64,25 +69,37 @@ class SiteRegistry:
         ok = any(hmac.compare_digest(k.get_secret_value(), key) for k in site.api_keys)
         return site if ok else None
 
-    def verify(self, site_id: str, body: bytes, headers: dict[str, str]) -> None:
+    def verify(self, site_id: str, body: bytes, headers: dict[str, str]) -> str:
         """Check a Standard Webhooks signature against any of the site's secrets.
+
+        ``headers`` have lower-case names; the ``svix-*`` family (what Svix senders send)
+        is read when there is no ``webhook-signature``. Returns the message id.
 
         Done with ``hmac`` directly: the ``standardwebhooks`` package costs several times
         more per request and raises ``ValueError`` on malformed headers. Tests sign with the
         package, so the two stay compatible.
         """
-        timestamp = headers.get("webhook-timestamp", "")
-        if not (headers.get("webhook-id") and timestamp and headers.get("webhook-signature")):
+        family = "webhook" if "webhook-signature" in headers else "svix"
+        msg_id = headers.get(f"{family}-id", "")
+        timestamp = headers.get(f"{family}-timestamp", "")
+        signature = headers.get(f"{family}-signature", "")
+        if not (msg_id and timestamp and signature):
             raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
-        if not timestamp.isascii() or not timestamp.isdigit():
+        # Bounded before int(): a 400-digit timestamp would overflow the float comparison.
+        if (
+            len(timestamp) > _MAX_TIMESTAMP_DIGITS
+            or not timestamp.isascii()
+            or not timestamp.isdigit()
+        ):
             raise SignatureError("webhook-timestamp is not a Unix timestamp")
         if abs(time.time() - int(timestamp)) > self._tolerance:
             raise SignatureError("webhook-timestamp is outside the allowed tolerance")
         # Standard Webhooks: v1 = base64(HMAC-SHA256(secret, "{id}.{timestamp}.{body}")).
-        signed = f"{headers['webhook-id']}.{timestamp}.".encode() + body
-        offered = _signatures(headers["webhook-signature"])
+        # Header text holds undecodable bytes as surrogates; sign the bytes that were sent.
+        signed = f"{msg_id}.{timestamp}.".encode(errors="surrogateescape") + body
+        offered = _signatures(signature)
         for key in self._keys.get(site_id, []):
             expected = hmac.new(key, signed, hashlib.sha256).digest()
             if any(hmac.compare_digest(expected, sig) for sig in offered):
-                return
+                return msg_id
         raise SignatureError("no matching signature")

@@ -13,6 +13,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from config.settings import EmailSettings
 from config.sites import SUPPORTED_LOCALES
+from tasks.email.addresses import wire_address
 
 # SMTP wants CRLF line ends on the wire.
 CRLF = "\r\n"
@@ -26,7 +27,11 @@ def _header(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
-    """A finished message: its wire form plus what the outbox and the logs need."""
+    """A finished message: its wire form plus what the outbox and the logs need.
+
+    ``to`` is the address as the person gave it; ``envelope_to`` its wire form (A-label
+    domain). ``smtputf8``: the message needs the SMTPUTF8 extension (a non-ASCII local part).
+    """
 
     to: str
     envelope_from: str
@@ -35,6 +40,8 @@ class RenderedEmail:
     text: str
     html: str
     raw: bytes
+    envelope_to: str = ""
+    smtputf8: bool = False
 
 
 class EmailRenderer:
@@ -50,9 +57,13 @@ class EmailRenderer:
             auto_reload=False,
             keep_trailing_newline=True,
         )
-        _, _, domain = settings.from_address.rpartition("@")
+        # Settings keep the sender's local part ASCII, so it reaches every server.
+        sender = wire_address(settings.from_address)
+        self._envelope_from = sender.address
+        _, _, domain = sender.address.rpartition("@")
         self._domain = domain or "localhost"
-        self._from = formataddr((settings.from_name, settings.from_address), "utf-8")
+        # The display name becomes RFC 2047 encoded words, the address stays outside them.
+        self._from = formataddr((settings.from_name, sender.address), "utf-8")
 
     def render(
         self,
@@ -77,11 +88,11 @@ class EmailRenderer:
 
         subject, text, html = part("subject").strip(), part("txt"), part("html")
         message_id = make_msgid(domain=self._domain)
+        recipient = wire_address(to)
         fields = {
             "MIME-Version": "1.0",
             "Subject": subject,
             "From": self._from,
-            "To": to,
             "Date": formatdate(localtime=True),
             "Message-ID": message_id,
             "Auto-Submitted": "auto-generated",
@@ -89,6 +100,9 @@ class EmailRenderer:
         }
         boundary = f"=_tidings_{secrets.token_hex(12)}"
         lines = [f"{name}: {_header(value)}" for name, value in fields.items()]
+        # Never an encoded word over an address (RFC 2047 section 5): ASCII with A-labels, or
+        # UTF-8 as RFC 6532 allows once SMTPUTF8 carries the message.
+        lines.append(f"To: {recipient.address}")
         lines += [f'Content-Type: multipart/alternative; boundary="{boundary}"', ""]
         for subtype, body in (("plain", text), ("html", html)):
             lines += [
@@ -101,10 +115,12 @@ class EmailRenderer:
         lines += [f"--{boundary}--", ""]
         return RenderedEmail(
             to=to,
-            envelope_from=self._settings.from_address,
+            envelope_from=self._envelope_from,
             subject=subject,
             message_id=message_id,
             text=text,
             html=html,
             raw=CRLF.join(lines).encode(),
+            envelope_to=recipient.address,
+            smtputf8=recipient.smtputf8,
         )

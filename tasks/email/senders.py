@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import aiosmtplib
@@ -17,41 +20,111 @@ from tasks.outbox import DevOutbox
 logger = logging.getLogger(__name__)
 
 
+class Reservation(Protocol):
+    """A provider's capacity held for one send: for SMTP, one pooled connection."""
+
+    async def send(self, message: RenderedEmail) -> None:
+        """Send ``message`` with what is held."""
+
+    def release(self) -> None:
+        """Give the capacity back early (it is also given back when the reservation ends)."""
+
+
 class EmailSender(Protocol):
     """Something that sends a finished message or raises :class:`DeliveryError`."""
 
+    def reserve(self) -> AbstractAsyncContextManager[Reservation]:
+        """Wait until a send can start at once, and hold that capacity."""
+
     async def send(self, message: RenderedEmail) -> None:
-        """Send ``message``."""
+        """Send ``message`` (reserving and releasing capacity around it)."""
 
     async def close(self) -> None:
         """Release connections."""
 
 
-def classify_smtp_error(exc: Exception) -> DeliveryError:
-    """Map an aiosmtplib error to retryable (4xx, network) or final (5xx on the message)."""
+def _certificate_error(exc: BaseException) -> bool:
+    """Whether ``exc`` or anything it was raised from is a failed certificate check."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _refusal(exc: Exception) -> tuple[str, bool] | None:
+    """Reason and finality of a server's answer to this message, or None if it is not one."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
-        final = bool(codes) and all(500 <= c < 600 for c in codes)
         reply = exc.recipients[0] if exc.recipients else None
         text = f"{reply.code} {reply.message}" if reply else "recipient refused"
-        return DeliveryError(f"recipient refused: {text}"[:300], retryable=not final)
-    if isinstance(exc, aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError):
-        final = 500 <= exc.code < 600
-        return DeliveryError(f"{exc.code} {exc.message}"[:300], retryable=not final)
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
-        # Sender, auth or greeting trouble is the operator's to fix; keep retrying meanwhile.
-        return DeliveryError(f"smtp {exc.code} {exc.message}"[:300], retryable=True)
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError):
-        return DeliveryError("smtp timeout", retryable=True)
-    if isinstance(exc, aiosmtplib.SMTPException | OSError):
-        return DeliveryError(f"smtp unavailable: {type(exc).__name__}", retryable=True)
-    return DeliveryError(f"unexpected error: {type(exc).__name__}", retryable=True)
+        return f"recipient refused: {text}", bool(codes) and all(500 <= c < 600 for c in codes)
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        return f"recipient refused: {exc.code} {exc.message}", 500 <= exc.code < 600
+    if isinstance(exc, aiosmtplib.SMTPDataError):
+        return f"{exc.code} {exc.message}", 500 <= exc.code < 600
+    return None
+
+
+def classify_smtp_error(exc: Exception) -> DeliveryError:
+    """Map an aiosmtplib error to retryable (4xx, network) or final.
+
+    Final: 5xx refusals of the message or its recipient, a certificate that cannot be
+    verified, refused credentials. None of them goes away by retrying; the operator or the
+    address must change.
+    """
+    if _certificate_error(exc):
+        reason, final = (
+            "the mail server's TLS certificate could not be verified "
+            "(see TIDINGS_EMAIL__CA_FILE and TIDINGS_EMAIL__VALIDATE_CERTS)",
+            True,
+        )
+    elif isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        reason, final = f"smtp login refused: {exc.code} {exc.message}", True
+    elif (refusal := _refusal(exc)) is not None:
+        reason, final = refusal
+    elif isinstance(exc, aiosmtplib.SMTPResponseException):
+        # Sender or greeting trouble is the operator's to fix; keep retrying meanwhile.
+        reason, final = f"smtp {exc.code} {exc.message}", False
+    elif isinstance(exc, aiosmtplib.SMTPTimeoutError | asyncio.TimeoutError):
+        reason, final = "smtp timeout", False
+    elif isinstance(exc, aiosmtplib.SMTPException | OSError):
+        reason, final = f"smtp unavailable: {type(exc).__name__}", False
+    else:
+        reason, final = f"unexpected error: {type(exc).__name__}", False
+    return DeliveryError(reason[:300], retryable=not final)
+
+
+def _no_smtputf8() -> DeliveryError:
+    return DeliveryError(
+        "the address has a non-ASCII local part and the mail server does not offer SMTPUTF8",
+        retryable=False,
+    )
 
 
 class _Connection:
     def __init__(self, client: aiosmtplib.SMTP) -> None:
         self.client = client
         self.last_used = 0.0
+
+
+class _SmtpReservation:
+    """One pooled connection, held from before the claim until the send has ended."""
+
+    def __init__(self, sender: SmtpSender, conn: _Connection) -> None:
+        self._sender = sender
+        self._conn: _Connection | None = conn
+
+    async def send(self, message: RenderedEmail) -> None:
+        if self._conn is None:
+            raise RuntimeError("the reservation was released")
+        await self._sender.send_on(self._conn, message)
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._sender.give_back(self._conn)
+            self._conn = None
 
 
 class SmtpSender:
@@ -74,6 +147,7 @@ class SmtpSender:
             password=s.password.get_secret_value() if s.password else None,
             timeout=s.timeout_seconds,
             validate_certs=s.validate_certs,
+            cert_bundle=str(s.ca_file) if s.ca_file else None,
         )
 
     async def _ready(self, conn: _Connection) -> None:
@@ -83,19 +157,70 @@ class SmtpSender:
         if not conn.client.is_connected:
             conn.client = self._new_client()
             await conn.client.connect()
+        if conn.client.is_ehlo_or_helo_needed:
+            await conn.client.ehlo()
+
+    @asynccontextmanager
+    async def reserve(self) -> AsyncIterator[Reservation]:
+        """Wait for an idle pooled connection and hold it (the wait has no deadline)."""
+        reservation = _SmtpReservation(self, await self._idle.get())
+        try:
+            yield reservation
+        finally:
+            reservation.release()
+
+    def give_back(self, conn: _Connection) -> None:
+        """Return ``conn`` to the pool."""
+        self._idle.put_nowait(conn)
 
     async def send(self, message: RenderedEmail) -> None:
-        """Send over a pooled connection; on any error the connection is dropped."""
-        conn = await self._idle.get()
+        """Send over a pooled connection, waiting for one if all are busy."""
+        async with self.reserve() as reservation:
+            await reservation.send(message)
+
+    async def send_on(self, conn: _Connection, message: RenderedEmail) -> None:
+        """Send over ``conn``; on any error the connection is dropped.
+
+        Everything before DATA is safe to retry. Once the message has been written, a
+        timeout or a lost connection before the server's reply leaves the outcome unknown:
+        that is ``maybe_sent``, never retried (the person could get the code twice).
+        """
+        client = conn.client
+        options = ["SMTPUTF8"] if message.smtputf8 else []
+        encoding = "utf-8" if message.smtputf8 else "ascii"
+        handed_over = False
         try:
             await self._ready(conn)
-            await conn.client.sendmail(message.envelope_from, [message.to], message.raw)
+            client = conn.client
+            if message.smtputf8 and not client.supports_extension("smtputf8"):
+                raise _no_smtputf8()
+            await client.mail(message.envelope_from, options=options, encoding=encoding)
+            await client.rcpt(message.envelope_to or message.to, encoding=encoding)
+            handed_over = True
+            await client.data(message.raw)
             conn.last_used = time.monotonic()
+        except DeliveryError:
+            await self._reset(client)
+            raise
         except Exception as exc:
-            conn.client.close()
+            client.close()
+            if handed_over and not isinstance(exc, aiosmtplib.SMTPResponseException):
+                raise DeliveryError(
+                    f"no answer after the message was sent ({type(exc).__name__}); "
+                    "it may have been delivered",
+                    retryable=False,
+                    maybe_sent=True,
+                ) from None
             raise classify_smtp_error(exc) from None
-        finally:
-            self._idle.put_nowait(conn)
+
+    @staticmethod
+    async def _reset(client: aiosmtplib.SMTP) -> None:
+        """Keep a healthy connection for the next message after a refusal of ours."""
+        if client.is_connected:
+            try:
+                await client.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()
 
     async def close(self) -> None:
         """Say QUIT on every open connection."""
@@ -108,11 +233,27 @@ class SmtpSender:
                     conn.client.close()
 
 
+class _OutboxReservation:
+    def __init__(self, sender: OutboxSender) -> None:
+        self._sender = sender
+
+    async def send(self, message: RenderedEmail) -> None:
+        await self._sender.send(message)
+
+    def release(self) -> None:
+        pass
+
+
 class OutboxSender:
     """Development provider: keeps messages in the dev outbox instead of sending them."""
 
     def __init__(self, outbox: DevOutbox) -> None:
         self._outbox = outbox
+
+    @asynccontextmanager
+    async def reserve(self) -> AsyncIterator[Reservation]:
+        """Nothing to wait for: the outbox always has room."""
+        yield _OutboxReservation(self)
 
     async def send(self, message: RenderedEmail) -> None:
         """Store ``message`` (text and HTML parts) in the outbox."""

@@ -320,13 +320,20 @@ class RonglianSender:
             extra={"to": masked, "http_status": http_status, "status_code": code},
         )
         server_error = http_status >= 500
-        if code is None:
-            # Not Ronglian's JSON: a proxy's error page, a truncated body, a redirect.
-            what = (
-                "answer is not Ronglian JSON" if http_status == 200 else "answer has no statusCode"
-            )
+        if code is None and http_status == 200:
+            # A 200 means the request was taken; a body cut short or mangled on the way back
+            # does not say it was not sent. Sending again could cost the person a second SMS.
+            logger.error("Ronglian answered 200 without a readable status", extra={"to": masked})
             raise DeliveryError(
-                self._reason(f"Ronglian HTTP {http_status}: {what}", message, to),
+                "Ronglian HTTP 200: answer is not Ronglian JSON; "
+                "the SMS may have been sent, not retried",
+                retryable=False,
+                maybe_sent=True,
+            )
+        if code is None:
+            # Not Ronglian's answer: a proxy's error page, a redirect.
+            raise DeliveryError(
+                self._reason(f"Ronglian HTTP {http_status}: answer has no statusCode", message, to),
                 retryable=server_error or http_status == 429,
             )
         if code == SUCCESS and http_status == 200:

@@ -24,6 +24,8 @@ Faults are scripted per request with :meth:`RonglianEmulator.fail_next`:
   :meth:`stop`); the client's own timeout fires.
 - ``"drop"``: read the request, then close the connection without answering.
 - ``"500"`` (or any 5xx): answer with that HTTP status and a non-JSON body.
+- ``"garbled"``: answer HTTP 200 with a body that is not JSON (cut short, as by a proxy
+  or a dropped connection after the headers), so the outcome cannot be read.
 - a six-digit status code (``"160038"``, ``"160042"``, …): answer it with HTTP 200.
 
 A scripted fault is used by the next request that reaches the endpoint, whatever it
@@ -193,12 +195,12 @@ class RonglianEmulator:
     def fail_next(self, *faults: str) -> None:
         """Script the answers to the next requests, one fault per request, in order.
 
-        Each fault is ``"timeout"``, ``"drop"``, an HTTP 5xx status (``"500"``) or a
-        six-digit Ronglian status code (``"160038"``).
+        Each fault is ``"timeout"``, ``"drop"``, ``"garbled"``, an HTTP 5xx status
+        (``"500"``) or a six-digit Ronglian status code (``"160038"``).
         """
         for fault in faults:
             if not (
-                fault in ("timeout", "drop")
+                fault in ("timeout", "drop", "garbled")
                 or re.fullmatch(r"5\d\d", fault)
                 or re.fullmatch(r"\d{6}", fault)
             ):
@@ -350,6 +352,12 @@ class RonglianEmulator:
                 request.transport.abort()
             # Nothing can be answered now; aiohttp drops this response quietly.
             return web.Response(status=500)
+        if fault == "garbled":
+            return web.Response(
+                status=200,
+                text='{"statusCode":"000000","templateSMS":{"dateCr',
+                content_type="application/json",
+            )
         if fault is not None and len(fault) == 3:
             return web.Response(
                 status=int(fault), text=f"{fault} Internal Server Error", content_type="text/html"
