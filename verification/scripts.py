@@ -39,9 +39,15 @@ _NAMES = (
 )
 
 
+#: Each script lives beside the code that calls it: broadcasts and reminders in the bot,
+#: schedules in the task layer, the verification core here (with the shared helpers).
+_HOMES = {"bc": "bot", "rem": "bot", "sched": "tasks"}
+
+
 def _source(name: str) -> str:
-    folder = resources.files("verification") / "lua"
-    return (folder / "_lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    helpers = resources.files("verification") / "lua" / "_lib.lua"
+    home = _HOMES.get(name.split("_", 1)[0], "verification")
+    return helpers.read_text() + "\n" + (resources.files(home) / "lua" / f"{name}.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
