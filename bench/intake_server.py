@@ -60,6 +60,8 @@ def tidings_app(cfg: dict[str, Any]) -> web.Application:
         codes={"sends_per_destination": 100, "site_sends_per_hour": 1_000_000_000},
         log={"level": "WARNING", "format": "json"},
         http={"host": "127.0.0.1", "port": cfg["port"]},
+        # None: the topology's default (durable acceptance on where there are replicas).
+        redis={"durable_replicas": cfg.get("durable_replicas")},
     )
     setup_logging(settings)
     return create_app(settings)
@@ -132,7 +134,9 @@ def floor_app(cfg: dict[str, Any]) -> web.Application:
             return problem(400, "bad body")
 
         now = int(time.time() * 1000)
-        vid, did = f"ver_{secrets.token_hex(16)}", f"dlv_{secrets.token_hex(16)}"
+        vid = f"ver_{secrets.token_hex(16)}"
+        # Tidings' delivery ids name their verification (verification/keys.py): same size.
+        did = f"dlv_{vid.removeprefix('ver_')}_{secrets.token_hex(4)}"
         code = f"{secrets.randbelow(10**6):06d}"
         expires_at = now + ttl_ms
         verification = {
@@ -226,6 +230,7 @@ def floor_app(cfg: dict[str, Any]) -> web.Application:
                 f"{prefix}:rl:prefix:-:{hour}",
                 f"{prefix}:sched:data",
                 f"{prefix}:sched:due",
+                f"{prefix}:stats:day:{now // 86_400_000}",
             ],
             args=[
                 now,
