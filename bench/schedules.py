@@ -222,6 +222,16 @@ async def run_round(
 
         calls_before = await command_calls(redis)
         cpu_before = [s.cpu_seconds() for s in schedulers]
+        killer: asyncio.Task[None] | None = None
+        if args.kill_after is not None and n_schedulers >= 2:
+
+            async def kill_one() -> None:
+                # SIGKILL the first scheduler mid-burst: whatever it claimed and had not
+                # sent yet is late by the claim lease until the other one takes it over.
+                await asyncio.sleep(max(0, first_due + args.kill_after * 1000 - now_ms()) / 1000)
+                os.killpg(schedulers[0].process.pid, signal.SIGKILL)
+
+            killer = asyncio.create_task(kill_one())
         await asyncio.sleep(max(0, first_due - now_ms()) / 1000)
         wall_started = time.perf_counter()
         last_due = max(due.values())
@@ -231,6 +241,8 @@ async def run_round(
             if set(due) <= {sid for sid, _ in stream.sent}:
                 break
             await asyncio.sleep(0.1)
+        if killer is not None:
+            await killer
         # Late duplicates would come within a poll or a tick; watch a little longer.
         await asyncio.sleep(args.settle)
         await stream.read()
@@ -358,6 +370,12 @@ async def main(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reminders", type=int, default=10_000)
+    parser.add_argument(
+        "--kill-after",
+        type=float,
+        default=None,
+        help="SIGKILL one of two schedulers this many seconds after the first due time",
+    )
     parser.add_argument("--spread", type=float, default=10.0, help="seconds the due times span")
     parser.add_argument("--pending", type=int, default=100_000, help="far-future schedules")
     parser.add_argument("--schedulers", type=int, nargs="+", default=[1, 2])

@@ -116,9 +116,24 @@ _UNAVAILABLE_CODES = (
 )
 
 
+def _broken_transport(exc: BaseException) -> bool:
+    """Whether ``exc`` is a connection that died under redis-py (a killed node).
+
+    uvloop says RuntimeError ("unable to perform operation on <TCPTransport closed=True>"),
+    redis-py itself an AttributeError on a writer it already dropped.
+    """
+    if not isinstance(exc, RuntimeError | AttributeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return "/redis/" in where or "uvloop" in where or "TCPTransport closed" in str(exc)
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis cannot take the command right now (retry later)."""
-    if isinstance(exc, UNAVAILABLE_ERRORS):
+    if isinstance(exc, UNAVAILABLE_ERRORS) or _broken_transport(exc):
         return True
     if isinstance(exc, ResponseError):
         # Inside a script the code may follow "ERR Error running script ...: -".

@@ -152,6 +152,9 @@ class Durability:
                 # WAIT refused: this node is a replica now (a failover the slot map has
                 # not seen yet); the script was refused too, or redirected.
                 error = error or RedisConnectionError(f"not the slot's master: {exc}")
+        except (RuntimeError, AttributeError) as exc:  # the node died under the connection
+            await connection.disconnect()
+            raise RedisConnectionError(f"connection lost: {type(exc).__name__}") from exc
         except BaseException:
             await connection.disconnect()
             raise

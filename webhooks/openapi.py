@@ -266,12 +266,12 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Telegram Bot API updates (only with a bot token and secret)",
                     "description": "Telegram posts updates here with the "
                     "`X-Telegram-Bot-Api-Secret-Token` header; the path is "
-                    "`TIDINGS_TELEGRAM__WEBHOOK_PATH`. A failed handler answers 500 so that "
-                    "Telegram delivers the update again.",
+                    "`TIDINGS_TELEGRAM__WEBHOOK_PATH`. Each update is handled at most once; "
+                    "malformed updates and Telegram's refusals are answered 200.",
                     "responses": {
-                        "200": {"description": "handled"},
+                        "200": {"description": "handled (or ignored: seen before, malformed)"},
                         "401": {"description": "wrong or missing secret token"},
-                        "500": {"description": "a handler failed; Telegram retries"},
+                        "503": {"description": "Redis unavailable before handling; retried"},
                     },
                 }
             },
