@@ -437,9 +437,7 @@ async def test_interval_runs_fire_once_per_slot_with_two_schedulers(
 
     async def start_one() -> None:
         broker = build_broker(settings)
-        store = RedisScheduleSource(
-            open_redis(settings), keys, broker, jobs, dispatch=True
-        )
+        store = RedisScheduleSource(open_redis(settings), keys, broker, jobs, dispatch=True)
         taskiq_scheduler = TaskiqScheduler(broker, sources=[store])
         task = asyncio.create_task(run_scheduler_task(taskiq_scheduler, run_startup=True))
         started.append((task, taskiq_scheduler))
