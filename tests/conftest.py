@@ -270,6 +270,28 @@ async def post_event(
     return await client.post(f"/webhooks/{site_id}", data=body, headers=signed)
 
 
+async def post_until_accepted(
+    client: TestClient, event: dict[str, Any], msg_id: str, seen: list[int], timeout: float = 30
+) -> dict[str, Any]:
+    """Post as a site would: retry the same webhook-id on 503 until it is accepted.
+
+    Every status seen is appended to ``seen``; a 503 must say when to come back.
+    """
+
+    async def attempt() -> dict[str, Any] | None:
+        response = await post_event(client, event, msg_id=msg_id)
+        seen.append(response.status)
+        if response.status == 503:
+            assert int(response.headers["Retry-After"]) > 0
+            return None
+        assert response.status == 202, await response.text()
+        body: dict[str, Any] = await response.json()
+        return body
+
+    accepted: dict[str, Any] = await wait_for(attempt, timeout, f"webhook {msg_id} accepted")
+    return accepted
+
+
 async def signup(client: TestClient, **data: Any) -> dict[str, Any]:
     """Post a ``signup.created`` and return the accepted verification (asserting the 202)."""
     response = await post_event(client, signup_event(**data))

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from config.settings import Settings
 from tests.conftest import (
@@ -15,9 +14,8 @@ from tests.conftest import (
     auth,
     code_from,
     get_verification,
-    post_event,
+    post_until_accepted,
     signup_event,
-    wait_for,
 )
 from tests.topologies import Cluster, start_cluster
 from verification.keys import Layout
@@ -40,25 +38,6 @@ def cluster_settings(make_settings: Callable[..., Settings], cluster: Cluster) -
     return make_settings(redis_url=cluster.url)
 
 
-async def _accepted(
-    client: TestClient, event: dict[str, Any], msg_id: str, seen: list[int], timeout: float = 30
-) -> dict[str, Any]:
-    """Post as a site would: retry the same webhook-id on 503 until it is accepted."""
-
-    async def attempt() -> dict[str, Any] | None:
-        response = await post_event(client, event, msg_id=msg_id)
-        seen.append(response.status)
-        if response.status == 503:
-            assert int(response.headers["Retry-After"]) > 0
-            return None
-        assert response.status == 202, await response.text()
-        body: dict[str, Any] = await response.json()
-        return body
-
-    accepted: dict[str, Any] = await wait_for(attempt, timeout, f"webhook {msg_id} accepted")
-    return accepted
-
-
 async def test_signups_are_spread_over_every_master_and_delivered(
     aiohttp_client: Any,
     cluster_settings: Settings,
@@ -75,7 +54,7 @@ async def test_signups_are_spread_over_every_master_and_delivered(
     before = cluster.keys_per_master()
 
     accepted = [
-        await _accepted(
+        await post_until_accepted(
             client, signup_event(user_id=f"u{n}", email=f"p{n}@example.com"), f"msg_{n}", []
         )
         for n in range(24)
@@ -111,7 +90,7 @@ async def test_a_cluster_failover_mid_flow_loses_nothing(
     await start_worker(cluster_settings)
     statuses: list[int] = []
     first = [
-        await _accepted(
+        await post_until_accepted(
             client, signup_event(user_id=f"a{n}", email=f"a{n}@example.com"), f"msg_a{n}", statuses
         )
         for n in range(6)
@@ -119,7 +98,7 @@ async def test_a_cluster_failover_mid_flow_loses_nothing(
     await smtp.wait_for_messages(6, timeout=30)
     await asyncio.to_thread(cluster.failover, cluster.masters()[0])
     after = [
-        await _accepted(
+        await post_until_accepted(
             client, signup_event(user_id=f"b{n}", email=f"b{n}@example.com"), f"msg_b{n}", statuses
         )
         for n in range(6)

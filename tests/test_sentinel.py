@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from bot.broadcasts import BroadcastStore
 from bot.reminders import Reminders
@@ -21,8 +20,8 @@ from tests.conftest import (
     code_from,
     get_verification,
     post_event,
+    post_until_accepted,
     signup_event,
-    wait_for,
 )
 from tests.topologies import SentinelGroup, start_sentinel_group
 from verification.connections import NotDurable, open_redis
@@ -47,25 +46,6 @@ def sentinel_settings(make_settings: Callable[..., Settings], group: SentinelGro
     return make_settings(redis_url=group.url)
 
 
-async def _post_until_accepted(
-    client: TestClient, event: dict[str, Any], msg_id: str, seen: list[int], timeout: float = 30
-) -> dict[str, Any]:
-    """Post as a site would: retry the same webhook-id on 503 until it is accepted."""
-
-    async def attempt() -> dict[str, Any] | None:
-        response = await post_event(client, event, msg_id=msg_id)
-        seen.append(response.status)
-        if response.status == 503:
-            assert int(response.headers["Retry-After"]) > 0
-            return None
-        assert response.status == 202, await response.text()
-        body: dict[str, Any] = await response.json()
-        return body
-
-    accepted: dict[str, Any] = await wait_for(attempt, timeout, f"webhook {msg_id} accepted")
-    return accepted
-
-
 async def test_signup_is_delivered_and_checked_on_sentinel(
     aiohttp_client: Any,
     sentinel_settings: Settings,
@@ -78,7 +58,7 @@ async def test_signup_is_delivered_and_checked_on_sentinel(
     ready = await client.get("/readyz")
     assert ready.status == 200, await ready.text()
 
-    accepted = await _post_until_accepted(client, signup_event(), "msg_first", [])
+    accepted = await post_until_accepted(client, signup_event(), "msg_first", [])
     [message] = await smtp.wait_for_messages(1)
     check = await client.post(
         f"/v1/verifications/{accepted['id']}/check",
@@ -98,7 +78,7 @@ async def test_every_role_follows_a_failover(
     client = await aiohttp_client(create_app(sentinel_settings))
     await start_worker(sentinel_settings)
     statuses: list[int] = []
-    before = await _post_until_accepted(
+    before = await post_until_accepted(
         client, signup_event(user_id="before", email="before@example.com"), "msg_before", statuses
     )
     await smtp.wait_for_messages(1)
@@ -108,7 +88,7 @@ async def test_every_role_follows_a_failover(
 
     # Sites keep posting through the failover: at most 503s, then 202s on the new master.
     after = [
-        await _post_until_accepted(
+        await post_until_accepted(
             client,
             signup_event(user_id=f"after-{n}", email=f"after{n}@example.com"),
             f"msg_after_{n}",
@@ -166,8 +146,8 @@ async def test_a_202_waits_for_the_replica_and_a_retry_finds_what_was_stored(
         assert problem["title"] == "Service temporarily unavailable"
     finally:
         replica.process.send_signal(signal.SIGCONT)
-    retried = await _post_until_accepted(client, signup_event(user_id="durable"), msg_id, [])
-    again = await _post_until_accepted(client, signup_event(user_id="durable"), msg_id, [])
+    retried = await post_until_accepted(client, signup_event(user_id="durable"), msg_id, [])
+    again = await post_until_accepted(client, signup_event(user_id="durable"), msg_id, [])
     assert again["id"] == retried["id"]
     assert retried["user_id"] == "durable"
 
