@@ -21,7 +21,6 @@ of the keyspace, and fires every schedule once per running scheduler (see
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from taskiq import AsyncBroker, ScheduledTask, ScheduleSource
 from taskiq.exceptions import ScheduledTaskCancelledError, SendTaskError
 from taskiq.kicker import AsyncKicker
 
+from tasks.stopping import stop_task
 from verification.keys import Keys, Layout
 from verification.models import now_ms
 from verification.schedule_records import stage_schedule
@@ -80,9 +80,8 @@ class RedisScheduleSource(ScheduleSource):
     async def shutdown(self) -> None:
         """Stop the dispatcher; claims in flight are given back by their lease."""
         if self._dispatcher is not None:
-            self._dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._dispatcher
+            # One cancel can be swallowed inside redis-py on 3.11: the loop would run on.
+            await stop_task(self._dispatcher)
             self._dispatcher = None
         await self._redis.aclose()
 

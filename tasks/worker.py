@@ -34,6 +34,7 @@ from tasks.recovery import Recovery, stop_on_signals
 from tasks.sms.base import SmsSender
 from tasks.sms.console import ConsoleSmsSender
 from tasks.sms.ronglian import RonglianSender
+from tasks.stopping import stop_task
 from verification.cleanup import clean_up
 from verification.connections import is_unavailable, open_redis, until_available
 from verification.deliveries import DeliveryStore
@@ -254,26 +255,6 @@ class TaskiqDeliveryQueue:
         """What ``deliver.kiq(delivery_id)`` would append to the stream."""
         task_id = self._broker.id_generator()
         return json.dumps({"task_id": task_id, **self._template, "args": [delivery_id]}).encode()
-
-
-async def stop_task(task: asyncio.Task[Any], *, timeout: float = 10.0) -> None:
-    """Cancel ``task`` and wait until it has really ended (or ``timeout`` passed).
-
-    One ``cancel()`` is not enough on Python 3.11: redis-py wraps every socket write in
-    ``asyncio.wait_for``, which there drops a cancellation that arrives just as the write
-    completes, and a loop around Redis calls then runs on forever. So cancel again until the
-    task is done.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not task.done():
-        if loop.time() > deadline:
-            logger.warning("task did not stop in time", extra={"task": task.get_name()})
-            return
-        task.cancel()
-        await asyncio.wait([task], timeout=0.1)
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        logger.warning("task ended with an error", extra={"task": task.get_name()}, exc_info=exc)
 
 
 def _dev_outbox(settings: Settings, redis: Redis) -> DevOutbox:

@@ -28,7 +28,8 @@ from taskiq.api import run_receiver_task
 from config.settings import Settings, load_settings
 from tasks.broker import build_broker
 from tasks.scheduling import schedule_source
-from tasks.worker import build_worker_broker, register_tasks, stop_task
+from tasks.stopping import stop_task
+from tasks.worker import build_worker_broker, register_tasks
 from tidings.devsite import new_api_key, new_webhook_secret
 from tidings.embedded_redis import free_port, redis_server_binary
 from tidings.signup_client import signed_headers

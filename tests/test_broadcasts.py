@@ -28,7 +28,8 @@ from bot.subscribers import Subscribers
 from config.settings import Settings
 from tasks.broadcasting import SENDERS
 from tasks.broker import TidingsStreamBroker
-from tasks.worker import build_worker_broker, stop_task
+from tasks.stopping import stop_task
+from tasks.worker import build_worker_broker
 from tests.conftest import site, wait_for
 from tests.emulators.telegram import SentMessage, TelegramEmulator
 from tests.processes import BIN, process_env

@@ -32,7 +32,7 @@ from config.settings import Settings
 from tasks.broker import build_broker
 from tasks.schedules import RedisScheduleSource
 from tasks.scheduling import periodic_jobs, schedule_source
-from tasks.worker import stop_task
+from tasks.stopping import stop_task
 from tests.conftest import wait_for
 from tests.processes import running
 from verification.connections import open_redis

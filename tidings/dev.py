@@ -14,7 +14,8 @@ from taskiq.api import run_receiver_task, run_scheduler_task
 from config.logging import setup_logging
 from config.settings import LogSettings, Settings, load_settings
 from tasks.scheduling import build_scheduler
-from tasks.worker import build_worker_broker, stop_task
+from tasks.stopping import stop_task
+from tasks.worker import build_worker_broker
 from tidings.devsite import ensure_dev_files
 from tidings.embedded_redis import EmbeddedRedis
 from webhooks import keys
