@@ -356,10 +356,6 @@ async def run_one(
             "smtp_port": sink.smtp_port,
         }
         env = tidings_env(cfg, durable, args.requeue_after)
-        if durable and kind == "sentinel":
-            # Every replica (README, "Durable acceptance"): with fewer, a replica that is
-            # not promoted can acknowledge writes the old master takes during the switch.
-            env["TIDINGS_REDIS__DURABLE_REPLICAS"] = str(replicas)
         base = f"http://127.0.0.1:{cfg['web_port']}"
         procs.append(await start_web(folder, env, cfg["web_port"]))
         worker_argv = [str(BIN / "tidings"), "worker", "--workers", str(args.workers)]

@@ -22,6 +22,7 @@ from tests.conftest import (
     post_event,
     post_until_accepted,
     signup_event,
+    wait_for,
 )
 from tests.topologies import SentinelGroup, start_sentinel_group
 from verification.connections import NotDurable, open_redis
@@ -180,3 +181,54 @@ async def test_a_reminder_set_and_a_broadcast_started_wait_for_the_replica(
             replica.process.send_signal(signal.SIGCONT)
     finally:
         await redis.aclose()
+
+
+async def test_with_two_replicas_writes_wait_for_both_and_resume_without_the_old_master(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Durable writes wait for every replica following the master, so a stalled one
+    refuses them (503) until Sentinel marks it down; after a failover they go on with the
+    one replica that follows the new master, before the demoted master has rejoined."""
+    group = await asyncio.to_thread(start_sentinel_group, 2)
+    redis = None
+    try:
+        settings = make_settings(redis_url=group.url)
+        settings = settings.model_copy(
+            update={"redis": settings.redis.model_copy(update={"durable_timeout_ms": 200})}
+        )
+        assert settings.durable_replicas == 1  # the minimum; every follower is waited for
+        redis = open_redis(settings)
+        keys = Layout.for_settings(settings).home
+        durable = Durability.for_settings(redis, settings)
+        await durable.barrier(keys)
+
+        stalled = group.replicas()[0]
+        assert stalled.process is not None
+        stalled.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(NotDurable, match="1 of 2 replica"):
+                await durable.barrier(keys)
+
+            async def accepted() -> bool:
+                try:
+                    await durable.barrier(keys)
+                except NotDurable:
+                    return False
+                return True
+
+            # Sentinel marks it down (down-after 1 s), and writes go on with the other one.
+            await wait_for(accepted, timeout=30, what="the stalled replica to be left out")
+        finally:
+            stalled.process.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(group.wait_settled)
+
+        old, new = await asyncio.to_thread(group.failover)
+        await wait_for(accepted, timeout=30, what="durable writes on the new master")
+        master = next(n for n in group.data if n.port == new)
+        assert master.client().get(keys.readiness) == "1"
+        [follower] = [n for n in group.data if n.port not in (old, new)]
+        assert follower.client().info("replication")["master_port"] == new
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await asyncio.to_thread(group.stop)

@@ -207,7 +207,7 @@ def open_redis(
     tls = _tls_options(settings) if target.tls else {}
     if target.topology == Topology.SENTINEL:
         sentinel_password = settings.redis.sentinel_password
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(target.nodes),
             sentinel_kwargs={
                 "socket_timeout": 2,

@@ -24,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from verification.connections import NotDurable, follow_master, is_unavailable
 from verification.keys import Keys
+from verification.sentinels import SentinelWatch
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -41,6 +42,7 @@ class Durability:
         self.replicas = replicas
         self._timeout_ms = timeout_ms
         self._barrier = redis.register_script(_BARRIER)
+        self._watch = SentinelWatch.of(redis) if replicas else None
 
     @classmethod
     def for_settings(cls, redis: Redis, settings: Settings) -> Durability:
@@ -70,30 +72,44 @@ class Durability:
         """
         if not self.replicas:
             return await script(keys=keys, args=args)
+        required = await self._required()
         run = self._on_node if isinstance(self._redis, RedisCluster) else self._with_wait
         try:
-            reply, acked = await run(script, keys, args)
+            reply, acked = await run(script, keys, args, required)
         except NoScriptError:
             script.sha = await self._redis.script_load(script.script)
-            reply, acked = await run(script, keys, args)
-        if int(acked) < self.replicas and promised(reply):
+            reply, acked = await run(script, keys, args, required)
+        if int(acked) < required and promised(reply):
             await follow_master(self._redis)  # the next attempt may find the new master
             raise NotDurable(
-                f"{acked} of {self.replicas} replica(s) acknowledged within {self._timeout_ms} ms"
+                f"{acked} of {required} replica(s) acknowledged within {self._timeout_ms} ms"
             )
         return reply
 
+    async def _required(self) -> int:
+        """How many replicas must acknowledge: on Sentinel, every one following the master.
+
+        See :mod:`verification.sentinels` for why a fixed count either loses writes in a
+        failover or refuses them for long after it.
+        """
+        if self._watch is None:
+            return self.replicas
+        view = await self._watch.view()
+        if view.failing_over:
+            raise NotDurable("Sentinel reports a failover in progress")
+        return max(self.replicas, view.replicas)
+
     async def _with_wait(
-        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], required: int
     ) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", self.replicas, self._timeout_ms)
+            pipe.execute_command("WAIT", required, self._timeout_ms)
             result: list[Any] = await pipe.execute()
         return result
 
     async def _on_node(
-        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], required: int
     ) -> list[Any]:
         """The same on a Redis Cluster: the script and WAIT on one connection to its master.
 
@@ -105,7 +121,7 @@ class Durability:
         delay = 0.05
         for attempt in range(8):
             try:
-                return await self._send_on_node(cluster, script, keys, args)
+                return await self._send_on_node(cluster, script, keys, args, required)
             except (
                 ResponseError,
                 RedisConnectionError,
@@ -124,7 +140,12 @@ class Durability:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_on_node(
-        self, cluster: RedisCluster, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+        self,
+        cluster: RedisCluster,
+        script: AsyncScript,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        required: int,
     ) -> list[Any]:
         node = cluster.get_node_from_key(keys[0])
         if node is None:
@@ -136,7 +157,7 @@ class Durability:
                 connection.pack_commands(
                     [
                         ("EVALSHA", script.sha, len(keys), *keys, *args),
-                        ("WAIT", self.replicas, self._timeout_ms),
+                        ("WAIT", required, self._timeout_ms),
                     ]
                 )
             )
