@@ -71,6 +71,7 @@ class CodeHasher:
         self._link_key = _subkey(master_key, "link")
         self._start_key = _subkey(master_key, "telegram-start")
         self._unsubscribe_key = _subkey(master_key, "unsubscribe")
+        self._delivery_link_key = _subkey(master_key, "delivery-link")
 
     def code(self, verification_id: str, code: str) -> str:
         """Hash of ``code`` bound to one verification."""
@@ -81,6 +82,16 @@ class CodeHasher:
         """Hash of a magic link's secret, bound to its verification."""
         message = f"{token.verification_id}:{token.secret}".encode()
         return hmac.new(self._link_key, message, hashlib.sha256).hexdigest()
+
+    def delivery_link(self, delivery_id: str, verification_id: str) -> LinkToken:
+        """The magic link a delivery sends: its secret derived from the delivery's id.
+
+        Derived (192 bits of a keyed hash of a unique id) rather than random and stored:
+        Redis keeps only the link's hash, as it does for the code, and the worker derives
+        the link again when it sends. Without the master key the id tells nothing.
+        """
+        mac = hmac.new(self._delivery_link_key, delivery_id.encode(), hashlib.sha256).digest()
+        return LinkToken(verification_id, base64.urlsafe_b64encode(mac[:24]).decode())
 
     def start_payload(self, verification_id: str) -> str:
         """The Telegram deep-link payload of a verification: its id and a 132-bit MAC.

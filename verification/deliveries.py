@@ -8,7 +8,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from verification.codes import PayloadSealer
+from verification.codes import CodeHasher, PayloadSealer
 from verification.durability import Durability
 from verification.keys import Keys, Layout, delivery_verification
 from verification.models import now_ms
@@ -53,6 +53,7 @@ class DeliveryStore:
         self._redis = redis
         self._layout = layout if isinstance(layout, Layout) else Layout(layout.prefix)
         self._sealer = PayloadSealer(master_key)
+        self._hasher = CodeHasher(master_key)
         self._scripts = Scripts.register(redis)
         # A claim that replicas do not hold yet may be on a master that is about to lose
         # it (split brain after a failover): sending then could send a code twice.
@@ -83,20 +84,32 @@ class DeliveryStore:
         )
         if reply[0] != "claimed":
             return NotClaimed(" ".join(reply))
-        payload = json.loads(self._sealer.open(reply[2]))
+        code, link = self._secrets(delivery_id, reply[8], reply[2])
         return Claim(
             delivery_id=delivery_id,
             attempt=int(reply[1]),
-            code=payload["code"],
+            code=code,
             destination=reply[3],
             locale=reply[4],
             site=reply[5],
             channel=reply[6],
             expires_at_ms=int(reply[7]),
             verification_id=reply[8],
-            link=payload.get("link", ""),
+            link=link,
             purpose=reply[9] if len(reply) > 9 else "code",
         )
+
+    def _secrets(self, delivery_id: str, verification_id: str, sealed: str) -> tuple[str, str]:
+        """The code and the magic link a claimed delivery sends.
+
+        The sealed secret holds the code; the link is derived from the delivery's id.
+        Deliveries queued by earlier releases seal both as JSON.
+        """
+        opened = self._sealer.open(sealed)
+        if opened.startswith("{"):
+            payload = json.loads(opened)
+            return payload["code"], payload.get("link", "")
+        return opened, str(self._hasher.delivery_link(delivery_id, verification_id))
 
     async def channel_of(self, delivery_id: str) -> str:
         """The delivery's channel ('' when it is gone), read without claiming it."""

@@ -30,6 +30,8 @@ from verification.scripts import Scripts, as_text
 logger = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
+#: Verification fields that are often empty, and then not stored.
+_OPTIONAL_FIELDS = frozenset({"email", "phone", "metadata", "subscribe", "remind_after"})
 #: The task that sends a ``remind_after`` reminder (registered by ``tasks.worker``).
 SIGNUP_REMINDER = "tidings.signup_reminder"
 
@@ -241,21 +243,25 @@ class VerificationService:
         channel: Channel,
         send_no: int,
         code: str,
-        link: LinkToken,
         now: int,
         purpose: str = "code",
-    ) -> dict[str, str]:
-        return {
+    ) -> tuple[dict[str, str], LinkToken]:
+        """A new delivery's record and the magic link it sends (derived from its id)."""
+        delivery_id = new_delivery_id(verification_id)
+        delivery = {
             "purpose": purpose,
-            "id": new_delivery_id(verification_id),
+            "id": delivery_id,
             "verification_id": verification_id,
             "channel": channel.value,
             "send_no": str(send_no),
             "status": DeliveryStatus.QUEUED.value,
             "attempts": "0",
             "created_at": str(now),
-            "secret": self._sealer.seal(json.dumps({"code": code, "link": str(link)})),
+            # Only the code is sealed (short enough for Redis's compact hash encoding);
+            # the link is derived from the delivery id again when it is sent.
+            "secret": self._sealer.seal(code),
         }
+        return delivery, self._hasher.delivery_link(delivery_id, verification_id)
 
     def _policy(self, site: SiteConfig) -> CodePolicy:
         policy = self._policies.get(site.id)
@@ -273,7 +279,13 @@ class VerificationService:
         keys = self._layout.shards[shard]
         vid = self._layout.new_verification_id(shard)
         code = generate_code(policy.digits)
-        link = LinkToken.new(vid)
+        delivery: dict[str, str] = {}
+        message = b""
+        if signup.channel == Channel.TELEGRAM:
+            link = LinkToken.new(vid)  # never sent: the person comes through the bot
+        else:
+            delivery, link = self._new_delivery(vid, signup.channel, 1, code, now)
+            message = self._queue.message(delivery["id"])
         expires_at = now + policy.ttl_seconds * 1000
         verification = {
             "id": vid,
@@ -293,28 +305,27 @@ class VerificationService:
             "updated_at": str(now),
             "expires_at": str(expires_at),
             "last_send_at": str(now),
-            "metadata": json.dumps(signup.metadata),
+            "metadata": json.dumps(signup.metadata) if signup.metadata is not None else "",
             "subscribe": "1" if signup.subscribe else "",
             "remind_after": str(signup.remind_after or ""),
         }
-        delivery: dict[str, str] = {}
-        message = b""
-        if signup.channel != Channel.TELEGRAM:
-            delivery = self._new_delivery(vid, signup.channel, 1, code, link, now)
-            message = self._queue.message(delivery["id"])
+        # Empty optional fields are left out of Redis: readers take a missing one as empty.
+        stored = [
+            x
+            for field, value in verification.items()
+            if value or field not in _OPTIONAL_FIELDS
+            for x in (field, value)
+        ]
         public = {k: v for k, v in delivery.items() if k != "secret"}
         resource = verification_resource(verification, [public] if delivery else [], now)
-        # The stored answer (for a repeated webhook-id) leaves the deep link out: it is a
-        # bearer capability, recomputed when the answer is given again.
-        stored = body = json.dumps(resource)
         if signup.channel == Channel.TELEGRAM:
             resource["telegram_link"] = self.telegram_link(verification)
-            body = json.dumps(resource)
         hour = now // HOUR_MS
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(
             keys, signup.channel, destination, hour
         )
         dest_key = keys.destination_window(self._hasher.index(destination.lower()))
+        delivery_id = delivery.get("id", "")
         reply = as_text(
             await self._durable.run(
                 self._scripts.create,
@@ -324,7 +335,7 @@ class VerificationService:
                     dest_key,
                     keys.site_hour(site.id, hour),
                     keys.user(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
-                    keys.delivery(delivery.get("id", "-")),
+                    keys.delivery(delivery_id or "-"),
                     keys.due,
                     keys.verification_deliveries(vid),
                     keys.expiring,
@@ -338,36 +349,51 @@ class VerificationService:
                 [
                     now,
                     self._settings.webhook_replay_seconds * 1000,
-                    stored,
-                    json.dumps(verification),
-                    json.dumps(delivery),
+                    vid,
                     expires_at - now + self._settings.retention_seconds * 1000,
                     policy.destination_window_seconds * 1000,
                     policy.sends_per_destination,
                     self._site_limit(policy),
                     (hour + 1) * HOUR_MS - now,
-                    delivery.get("id", ""),
+                    delivery_id,
                     now + int(self._settings.queue.requeue_after_seconds * 1000),
-                    vid,
                     expires_at,
                     message,
                     self._queue.maxlen,
                     prefix_limit,
                     prefix_ttl,
                     *self._signup_reminder(vid, signup, now),
+                    signup.channel.value,
+                    len(stored),
+                    *stored,
+                    *(x for item in delivery.items() for x in item),
                 ],
                 # The answer (new or replayed) is a 202; a refusal promises nothing.
                 promised=lambda r: bool(r) and as_text(r)[0] in {"created", "replay"},
             )
         )
         if reply[0] == "replay":
-            first = json.loads(reply[1])
+            first = await self._replay(site, reply[1])
+            return Created(first, replayed=True, body=json.dumps(first))
+        _raise_for(reply)
+        return Created(resource, replayed=False, body=json.dumps(resource))
+
+    async def _replay(self, site: SiteConfig, seen: str) -> dict[str, Any]:
+        """The answer to a repeated webhook-id: the verification it created, as it is now.
+
+        Only the verification's id is kept for the replay (the whole first answer was
+        seven times the size); records of earlier releases keep the whole answer.
+        """
+        if seen.startswith("{"):
+            first: dict[str, Any] = json.loads(seen)
             if first.get("channel") == Channel.TELEGRAM:
                 first["telegram_link"] = self.telegram_link(first)
-                return Created(first, replayed=True, body=json.dumps(first))
-            return Created(first, replayed=True, body=reply[1])
-        _raise_for(reply)
-        return Created(resource, replayed=False, body=body)
+            return first
+        try:
+            return await self.get(site, seen)
+        except NotFound:
+            # Outlived by its webhook-id record: what the site was told is all there is.
+            return {"id": seen, "object": "verification", "site": site.id, "status": "expired"}
 
     async def replayed_answer(self, site: SiteConfig, webhook_id: str) -> dict[str, Any] | None:
         """The answer first given to this ``webhook-id``, if any."""
@@ -505,9 +531,8 @@ class VerificationService:
         policy = self._policy(site)
         now = now_ms()
         code = generate_code(policy.digits)
-        link = LinkToken.new(vid)
         expires_at = now + policy.ttl_seconds * 1000
-        delivery = self._new_delivery(vid, chosen, 0, code, link, now, purpose)
+        delivery, link = self._new_delivery(vid, chosen, 0, code, now, purpose)
         hour = now // HOUR_MS
         # Everything in the verification's shard. A resend by another channel counts the
         # new destination's sends there too, not in that destination's own shard: the
@@ -626,9 +651,8 @@ class VerificationService:
         if site is None:
             raise Refused("the verification's site is no longer configured")
         code = generate_code(self._policy(site).digits)
-        link = LinkToken.new(vid)
         now = now_ms()
-        new = self._new_delivery(vid, Channel(d["channel"]), 0, code, link, now)
+        new, link = self._new_delivery(vid, Channel(d["channel"]), 0, code, now)
         reply = as_text(
             await self._scripts.replay(
                 keys=[

@@ -4,11 +4,14 @@
 --       6 delivery, 7 due set, 8 verification deliveries, 9 expiring set, 10 stats,
 --       11 task stream, 12 phone-prefix hour (SMS only), 13 schedules hash, 14 schedules due,
 --       15 today's stats
--- ARGV: 1 now_ms, 2 replay_ttl_ms, 3 response json, 4 verification json, 5 delivery json,
---       6 record_ttl_ms, 7 window_ms, 8 destination limit, 9 site limit, 10 site_ttl_ms,
---       11 delivery id, 12 requeue_at_ms, 13 verification id, 14 expires_at_ms,
---       15 task message, 16 stream maxlen, 17 phone-prefix limit (0: none), 18 its ttl_ms,
---       19 reminder schedule id ('' = none), 20 its ScheduledTask json, 21 its due ms
+-- ARGV: 1 now_ms, 2 replay_ttl_ms, 3 verification id (what a replay of the webhook finds),
+--       4 record_ttl_ms, 5 window_ms, 6 destination limit, 7 site limit, 8 site_ttl_ms,
+--       9 delivery id ('' = none), 10 requeue_at_ms, 11 expires_at_ms, 12 task message,
+--       13 stream maxlen, 14 phone-prefix limit (0: none), 15 its ttl_ms,
+--       16 reminder schedule id ('' = none), 17 its ScheduledTask json, 18 its due ms,
+--       19 channel, 20 n = how many verification field/value arguments follow from 21;
+--       after them, the delivery's field/value arguments
+-- Fields go as flat arguments, not JSON: nothing to build in Python or parse in Lua.
 local now = tonumber(ARGV[1])
 local seen = redis.call('GET', KEYS[1])
 if seen then
@@ -18,39 +21,43 @@ if seen then
   return {'replay', seen}
 end
 
-local wait = window_wait(KEYS[3], now, tonumber(ARGV[7]), tonumber(ARGV[8]))
+local wait = window_wait(KEYS[3], now, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if wait > 0 then return {'limited', tostring(wait), 'destination'} end
-wait = counter_wait(KEYS[4], tonumber(ARGV[9]))
+wait = counter_wait(KEYS[4], tonumber(ARGV[7]))
 if wait > 0 then return {'limited', tostring(wait), 'site'} end
-local prefix_limit = tonumber(ARGV[17])
+local prefix_limit = tonumber(ARGV[14])
 if prefix_limit > 0 then
   wait = counter_wait(KEYS[12], prefix_limit)
   if wait > 0 then return {'limited', tostring(wait), 'prefix'} end
 end
 
-local ttl = tonumber(ARGV[6])
-hset_map(KEYS[2], cjson.decode(ARGV[4]))
+local vid = ARGV[3]
+local channel = ARGV[19]
+local fields_end = 20 + tonumber(ARGV[20])
+local ttl = tonumber(ARGV[4])
+redis.call('HSET', KEYS[2], unpack(ARGV, 21, fields_end))
 redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('SADD', KEYS[5], ARGV[13])
+redis.call('SADD', KEYS[5], vid)
 redis.call('PEXPIRE', KEYS[5], ttl)
-redis.call('ZADD', KEYS[9], tonumber(ARGV[14]), ARGV[13])
-count_verification({stats = KEYS[10], day = KEYS[15]}, 'created', cjson.decode(ARGV[4]).channel)
+redis.call('ZADD', KEYS[9], tonumber(ARGV[11]), vid)
+count_verification({stats = KEYS[10], day = KEYS[15]}, 'created', channel)
 -- No delivery id: the person comes to us (a Telegram deep link), nothing is sent now.
-if ARGV[11] ~= '' then
-  hset_map(KEYS[6], cjson.decode(ARGV[5]))
+local did = ARGV[9]
+if did ~= '' then
+  redis.call('HSET', KEYS[6], unpack(ARGV, fields_end + 1, #ARGV))
   redis.call('PEXPIRE', KEYS[6], ttl)
-  redis.call('RPUSH', KEYS[8], ARGV[11])
+  redis.call('RPUSH', KEYS[8], did)
   redis.call('PEXPIRE', KEYS[8], ttl)
-  redis.call('ZADD', KEYS[7], tonumber(ARGV[12]), ARGV[11])
-  record_send(KEYS[3], now, tonumber(ARGV[7]), ARGV[11], KEYS[4], tonumber(ARGV[10]))
-  if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[18])) end
-  redis.call('HINCRBY', KEYS[10], 'deliveries:queued:' .. cjson.decode(ARGV[5]).channel, 1)
-  redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[16], '*', 'data', ARGV[15])
+  redis.call('ZADD', KEYS[7], tonumber(ARGV[10]), did)
+  record_send(KEYS[3], now, tonumber(ARGV[5]), did, KEYS[4], tonumber(ARGV[8]))
+  if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[15])) end
+  redis.call('HINCRBY', KEYS[10], 'deliveries:queued:' .. channel, 1)
+  redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[13], '*', 'data', ARGV[12])
 end
 -- remind_after: the reminder is scheduled with the signup, atomically.
-if ARGV[19] ~= '' then
-  redis.call('HSET', KEYS[13], ARGV[19], ARGV[20])
-  redis.call('ZADD', KEYS[14], tonumber(ARGV[21]), ARGV[19])
+if ARGV[16] ~= '' then
+  redis.call('HSET', KEYS[13], ARGV[16], ARGV[17])
+  redis.call('ZADD', KEYS[14], tonumber(ARGV[18]), ARGV[16])
 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[1], vid, 'PX', tonumber(ARGV[2]))
 return {'created'}
