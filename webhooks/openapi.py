@@ -1,67 +1,52 @@
-"""``/openapi.json`` and a readable ``/docs`` page generated from it."""
+"""``/openapi.json`` (OpenAPI 3.1) and the ``/docs`` reference that Redoc renders from it."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from functools import cache
 from typing import Any
 
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from webhooks import openapi_examples as ex
+from webhooks.assets import REDOC_JS, asset_url
+from webhooks.openapi_events import EVENTS, event_schemas, webhooks_section
+from webhooks.openapi_paths import REF, paths
 from webhooks.problems import PROBLEMS
 from webhooks.schemas import CheckBody, Envelope, ResendBody, SignupCreated, UserRef
 
 routes = web.RouteTableDef()
 
-_REF = "#/components/schemas/"
+_SAMPLES = ("sign_signup_py", "sign_signup_js", "receive_event_py", "receive_event_js")
 
-
-def _problem(slugs: list[str]) -> dict[str, Any]:
-    return {
-        str(PROBLEMS[slug][0]): {
-            "description": PROBLEMS[slug][1] + f" (`{slug}`)",
-            "content": {"application/problem+json": {"schema": {"$ref": _REF + "Problem"}}},
-        }
-        for slug in slugs
-    }
-
-
-def _json_body(ref: str, required: bool = True) -> dict[str, Any]:
-    return {"required": required, "content": {"application/json": {"schema": {"$ref": _REF + ref}}}}
-
-
-def _ok(status: int, ref: str, description: str) -> dict[str, Any]:
-    return {
-        str(status): {
-            "description": description,
-            "content": {"application/json": {"schema": {"$ref": _REF + ref}}},
-        }
-    }
-
-
-def _responses(ok: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    merged = dict(ok)
-    for status, response in _problem(problems).items():
-        if status in merged:
-            merged[status]["description"] += "; " + response["description"]
-        else:
-            merged[status] = response
-    return merged
-
-
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-_API_ERRORS = ["unauthorized", "not-found", "unavailable"]
-_JSON_BODY_ERRORS = ["invalid-json", "request-timeout", "too-large", "unsupported-media-type"]
+_TAGS = [
+    {"name": "Signup webhooks", "description": "Your site tells Tidings about a signup."},
+    {"name": "Verifications", "description": "Your site checks codes and manages verifications."},
+    {
+        "name": "Events to your site",
+        "description": "What Tidings POSTs to your site's `callback_url`, signed.",
+    },
+    {"name": "Pages for people", "description": "Magic links and unsubscribe links in messages."},
+    {"name": "Operations", "description": "Probes and metrics for operators."},
+    {"name": "Telegram", "description": "The bot's webhook, called by Telegram."},
+    {"name": "Documentation", "description": "This reference and the landing page."},
+]
 
 _VERIFICATION: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "id": {"type": "string", "example": "ver_3f2c…"},
+        "id": {"type": "string", "example": ex.VID},
         "object": {"const": "verification"},
         "site": {"type": "string"},
         "user_id": {"type": "string"},
         "channel": {"enum": ["email", "sms", "telegram", "link"]},
-        "destination": {"type": "string", "description": "masked", "example": "a***@example.com"},
+        "destination": {
+            "type": ["string", "null"],
+            "description": "masked; null while a Telegram signup has no chat yet",
+            "example": "a***@example.com",
+        },
         "status": {
             "enum": ["pending", "approved", "canceled", "expired", "max_attempts_reached", "failed"]
         },
@@ -94,6 +79,7 @@ _VERIFICATION: dict[str, Any] = {
 
 _PROBLEM: dict[str, Any] = {
     "type": "object",
+    "required": ["type", "title", "status", "detail"],
     "description": "RFC 9457 problem details",
     "properties": {
         "type": {"type": "string", "example": "/docs#problem-validation"},
@@ -107,18 +93,56 @@ _PROBLEM: dict[str, Any] = {
                 "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
             },
         },
+        "verification_status": {
+            "type": "string",
+            "description": "With `conflict`: the verification's status now",
+        },
     },
 }
 
 
 @cache
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every public endpoint and error."""
+def _templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("webhooks", "templates"), autoescape=select_autoescape(default=True)
+    )
+
+
+@cache
+def _markdown() -> Environment:
+    # Markdown, not HTML: our own constant texts, nothing from a request.
+    return Environment(
+        loader=PackageLoader("webhooks", "templates"),
+        autoescape=False,  # noqa: S701
+        keep_trailing_newline=True,
+    )
+
+
+@cache
+def samples() -> dict[str, str]:
+    """The code samples shown in the guide and beside operations, by name."""
+    env = _markdown()
+    return {
+        name: env.get_template(f"samples/{name}.txt").render().rstrip("\n") for name in _SAMPLES
+    }
+
+
+def _guide() -> str:
+    problems = sorted(((slug, s, t) for slug, (s, t) in PROBLEMS.items()), key=lambda p: p[1])
+    return (
+        _markdown()
+        .get_template("api_guide.md.j2")
+        .render(samples=samples(), problems=problems, events=list(EVENTS.items()))
+    )
+
+
+def _schemas() -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Verification": _VERIFICATION,
         "Problem": _PROBLEM,
         "CheckResult": {
             "type": "object",
+            "required": ["valid", "status", "attempts_left"],
             "properties": {
                 "valid": {"type": "boolean"},
                 "status": {"type": "string"},
@@ -127,209 +151,63 @@ def openapi_document() -> dict[str, Any]:
         },
         "CancelResult": {
             "type": "object",
-            "properties": {"type": {"type": "string"}, "canceled": {"type": "array"}},
+            "properties": {
+                "type": {"type": "string"},
+                "canceled": {"type": "array", "items": {"type": "string"}},
+            },
         },
+        "Landing": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "links": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "rel": {"type": "string"},
+                            "href": {"type": "string"},
+                            "title": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        },
+        **event_schemas(_VERIFICATION),
     }
     for model in (Envelope, SignupCreated, UserRef, CheckBody, ResendBody):
-        schema = model.model_json_schema(ref_template=_REF + "{model}")
+        schema = model.model_json_schema(ref_template=REF + "{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-    webhook_headers = [
-        {"name": name, "in": "header", "required": True, "schema": {"type": "string"}}
-        for name in ("webhook-id", "webhook-timestamp", "webhook-signature")
-    ]
+    return schemas
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every endpoint, problem and outbound event."""
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Tidings",
-            "version": "1",
-            "description": "Verification codes delivered by email, checked by your site.",
+            "version": "1.0",
+            "summary": "Verification codes and magic links by email, SMS and Telegram.",
+            "description": _guide(),
         },
+        "tags": _TAGS,
         "components": {
-            "schemas": schemas,
-            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
-        },
-        "paths": {
-            "/webhooks/{site}": {
-                "post": {
-                    "summary": "Receive a signed site event (Standard Webhooks)",
-                    "description": (
-                        "Body is an Envelope; `data` is SignupCreated for `signup.created` and "
-                        "UserRef for `signup.canceled` / `user.deleted`. Signature: `v1,` + "
-                        "base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` with "
-                        "any of the site's secrets (several space-separated signatures may be sent); "
-                        "timestamps within 5 minutes. Svix senders' `svix-id`, `svix-timestamp` "
-                        "and `svix-signature` are accepted instead. A repeated "
-                        "`webhook-id` returns the first answer and does nothing."
-                    ),
-                    "parameters": [
-                        {
-                            "name": "site",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        },
-                        *webhook_headers,
-                    ],
-                    "requestBody": _json_body("Envelope"),
-                    "responses": _responses(
-                        {
-                            **_ok(202, "Verification", "signup.created accepted"),
-                            **_ok(200, "CancelResult", "signup.canceled / user.deleted done"),
-                        },
-                        [
-                            "invalid-json",
-                            "invalid-signature",
-                            "request-timeout",
-                            "too-large",
-                            "unsupported-media-type",
-                            "validation",
-                            "unknown-event",
-                            "channel-unavailable",
-                            "rate-limited",
-                            "unavailable",
-                        ],
-                    ),
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of your site's API keys (`tk_…`).",
                 }
-            },
-            "/v1/verifications/{id}": {
-                "get": {
-                    "summary": "Get a verification",
-                    "security": [{"apiKey": []}],
-                    "parameters": [_ID],
-                    "responses": _responses(
-                        _ok(200, "Verification", "the verification"), _API_ERRORS
-                    ),
-                }
-            },
-            "/v1/verifications/{id}/check": {
-                "post": {
-                    "summary": "Check a code",
-                    "security": [{"apiKey": []}],
-                    "parameters": [_ID],
-                    "requestBody": _json_body("CheckBody"),
-                    "responses": _responses(
-                        _ok(200, "CheckResult", "the outcome"),
-                        [*_API_ERRORS, *_JSON_BODY_ERRORS, "validation"],
-                    ),
-                }
-            },
-            "/v1/verifications/{id}/resend": {
-                "post": {
-                    "summary": "Send a new code (the old one stops working)",
-                    "security": [{"apiKey": []}],
-                    "parameters": [_ID],
-                    "requestBody": _json_body("ResendBody", required=False),
-                    "responses": _responses(
-                        _ok(202, "Verification", "a new code is on its way"),
-                        [
-                            *_API_ERRORS,
-                            *_JSON_BODY_ERRORS,
-                            "validation",
-                            "conflict",
-                            "channel-unavailable",
-                            "rate-limited",
-                        ],
-                    ),
-                }
-            },
-            "/v1/verifications/{id}/cancel": {
-                "post": {
-                    "summary": "Cancel a pending verification",
-                    "security": [{"apiKey": []}],
-                    "parameters": [_ID],
-                    "responses": _responses(
-                        _ok(200, "Verification", "canceled"), [*_API_ERRORS, "conflict"]
-                    ),
-                }
-            },
-            "/healthz": {
-                "get": {"summary": "Liveness", "responses": {"200": {"description": "up"}}}
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Readiness: Redis and the broker",
-                    "responses": {
-                        "200": {"description": "ready"},
-                        "503": {"description": "not ready"},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "text"}},
-                }
-            },
-            "/telegram/webhook": {
-                "post": {
-                    "summary": "Telegram Bot API updates (only with a bot token and secret)",
-                    "description": "Telegram posts updates here with the "
-                    "`X-Telegram-Bot-Api-Secret-Token` header; the path is "
-                    "`TIDINGS_TELEGRAM__WEBHOOK_PATH`. Each update is handled at most once; "
-                    "malformed updates and Telegram's refusals are answered 200.",
-                    "responses": {
-                        "200": {"description": "handled (or ignored: seen before, malformed)"},
-                        "401": {"description": "wrong or missing secret token"},
-                        "503": {"description": "Redis unavailable before handling; retried"},
-                    },
-                }
-            },
-            "/unsubscribe/{token}": {
-                "get": {
-                    "parameters": [_TOKEN],
-                    "summary": "Email announcements: an unsubscribe page (changes nothing)",
-                    "responses": {
-                        "200": {"description": "page"},
-                        "404": {"description": "bad link"},
-                    },
-                },
-                "post": {
-                    "parameters": [_TOKEN],
-                    "summary": "Email announcements: unsubscribe (RFC 8058 one-click)",
-                    "responses": {
-                        "200": {"description": "unsubscribed"},
-                        "404": {"description": "bad link"},
-                    },
-                },
-            },
-            "/v/{token}": {
-                "get": {
-                    "parameters": [_TOKEN],
-                    "summary": "Magic link: a confirm page for people (changes nothing)",
-                    "description": "HTML in the verification's language. Mail scanners that "
-                    "fetch links cannot approve anything: approval needs the page's button.",
-                    "responses": {
-                        "200": {"description": "confirm page"},
-                        "404": {"description": "not a valid link (or replaced by a newer one)"},
-                        "410": {"description": "used, expired or closed"},
-                        "429": {"description": "too many requests from this IP"},
-                    },
-                },
-                "post": {
-                    "parameters": [_TOKEN],
-                    "summary": "Magic link: approve the verification",
-                    "description": "Approves atomically (once), then redirects to the site's "
-                    "return URL with `verification_id` and `status=approved`; without a return "
-                    "URL, a confirmation page.",
-                    "responses": {
-                        "303": {"description": "approved; back to the site"},
-                        "200": {"description": "approved (the site has no return URL)"},
-                        "404": {"description": "not a valid link"},
-                        "410": {"description": "used, expired or closed"},
-                        "429": {"description": "too many requests from this IP"},
-                    },
-                },
             },
         },
+        "paths": paths(samples()),
+        "webhooks": webhooks_section(),
     }
-
-
-_TOKEN = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
-
-_env = Environment(
-    loader=PackageLoader("webhooks", "templates"), autoescape=select_autoescape(default=True)
-)
 
 
 @routes.get("/openapi.json")
@@ -338,10 +216,39 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi_document())
 
 
+@cache
+def _docs_page() -> tuple[str, str]:
+    """The ``/docs`` HTML and its Content-Security-Policy, built once."""
+    init_js = _markdown().get_template("docs_init.js").render()
+    digest = base64.b64encode(hashlib.sha256(init_js.encode()).digest()).decode()
+    html = (
+        _templates()
+        .get_template("docs.html")
+        .render(
+            doc=openapi_document(),
+            problems=sorted(PROBLEMS.items(), key=lambda p: p[1][0]),
+            redoc_js=asset_url(REDOC_JS),
+            init_js=init_js,
+        )
+    )
+    # Nothing but Tidings itself: Redoc's footer would load its logo from a CDN (and tell it
+    # who reads these docs); the browser refuses that. Styles are inline (styled-components),
+    # search runs in a blob: worker.
+    policy = (
+        "default-src 'self'; "
+        f"script-src 'self' 'sha256-{digest}'; "
+        "style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; "
+        "worker-src 'self' blob:; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+    return html, policy
+
+
 @routes.get("/docs")
 async def docs(request: web.Request) -> web.Response:
-    """A human-readable page of the same description."""
-    html = _env.get_template("docs.html").render(
-        doc=openapi_document(), problems=sorted(PROBLEMS.items(), key=lambda p: p[1][0])
+    """The reference: Redoc renders ``/openapi.json``; a plain summary without JavaScript."""
+    html, policy = _docs_page()
+    return web.Response(
+        text=html, content_type="text/html", headers={"Content-Security-Policy": policy}
     )
-    return web.Response(text=html, content_type="text/html")

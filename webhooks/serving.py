@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
@@ -22,6 +23,14 @@ from config.settings import HttpSettings
 from webhooks.problems import PROBLEM_TYPE, Problem
 
 logger = logging.getLogger(__name__)
+
+#: Sent instead of aiohttp's ``Python/x.y aiohttp/z`` banner, which tells scanners what to try.
+SERVER_NAME = "tidings"
+
+
+async def name_server(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: replace the version banner on every answer the app gives."""
+    response.headers[hdrs.SERVER] = SERVER_NAME
 
 
 def handler_kwargs(http: HttpSettings) -> dict[str, Any]:
@@ -47,7 +56,9 @@ class _ProblemRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         """A request the parser refused: a problem document, logged without echoing it."""
         if status >= 500 or request.writer.output_size > 0:
-            return super().handle_error(request, status, exc, message)
+            fallback = super().handle_error(request, status, exc, message)
+            fallback.headers[hdrs.SERVER] = SERVER_NAME
+            return fallback
         if isinstance(exc, LineTooLong):
             problem = Problem("headers-too-large", "a request line or header is too long")
         else:
@@ -59,7 +70,13 @@ class _ProblemRequestHandler(RequestHandler):
             "malformed request refused",
             extra={"status": problem.status, "error": type(exc).__name__, "remote": request.remote},
         )
-        response = web.Response(status=problem.status, text=problem.text, content_type=PROBLEM_TYPE)
+        response = web.Response(
+            status=problem.status,
+            text=problem.text,
+            content_type=PROBLEM_TYPE,
+            # Answered before routing, so the app's on_response_prepare never sees it.
+            headers={hdrs.SERVER: SERVER_NAME},
+        )
         response.force_close()
         return response
 
@@ -85,8 +102,14 @@ def run(
     *,
     loop: asyncio.AbstractEventLoop,
     shutdown_timeout: float = 10.0,
+    reuse_port: bool = False,
+    on_listening: Callable[[], None] | None = None,
 ) -> None:
-    """Serve ``app`` on ``http.host:http.port`` until SIGINT/SIGTERM, as ``run_app`` does."""
+    """Serve ``app`` on ``http.host:http.port`` until SIGINT/SIGTERM, as ``run_app`` does.
+
+    ``reuse_port``: bind with ``SO_REUSEPORT``, beside the other servers of a web tier
+    (:mod:`webhooks.tier`); ``on_listening`` is called once the port is bound.
+    """
 
     async def serve() -> None:
         runner = ProblemAppRunner(
@@ -98,7 +121,9 @@ def run(
         )
         await runner.setup()
         try:
-            await web.TCPSite(runner, http.host, http.port).start()
+            await web.TCPSite(runner, http.host, http.port, reuse_port=reuse_port).start()
+            if on_listening is not None:
+                on_listening()
             await asyncio.Event().wait()  # until a signal raises GracefulExit
         finally:
             await runner.cleanup()
