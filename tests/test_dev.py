@@ -8,20 +8,33 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from markupsafe import escape
 
-from tests.conftest import signup_event, wait_for
+from config.settings import Settings
+from tasks.email.rendering import EmailRenderer, RenderedEmail
+from tasks.outbox import DevOutbox
+from tests.conftest import SmtpSink, signup_event, wait_for
+from tidings.dev import banner
 from tidings.embedded_redis import free_port
 from tidings.signup_client import signed_headers
+from verification.keys import Layout
+from webhooks import keys as app_keys
+from webhooks.app import create_app
 
 TIDINGS = Path(sys.executable).parent / "tidings"
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -152,6 +165,7 @@ async def test_dev_runs_the_whole_flow_and_stops_cleanly(
             return next((e for e in entries if e["to"] == "dev@example.com"), None)
 
         email = await wait_for(outbox_email, timeout=10, what="the email in the outbox")
+        assert "Message-ID:" in email["raw"]  # the whole message, headers and all
         match = re.search(r"^\s+(\d{6})\s*$", email["text"], re.MULTILINE)
         assert match, email["text"]
         code = match.group(1)
@@ -165,9 +179,23 @@ async def test_dev_runs_the_whole_flow_and_stops_cleanly(
         shown = running.text[running.text.index("outbox: email to dev@example.com") :]
         assert re.search(rf"^\s*{code}\s*$", shown, re.MULTILINE)
 
-        # The curl line, done with aiohttp.
+        # The curl line pasted as printed, placeholder and all, costs no attempt...
+        assert """-d '{"code": "CODE"}'""" in printed
         async with http.post(
-            check_url.group(1).replace(f"http://localhost:{port}", base),
+            check_url.group(1),
+            json={"code": "CODE"},
+            headers={"Authorization": f"Bearer {api_key}"},
+        ) as response:
+            assert response.status == 422
+        async with http.get(
+            check_url.group(1).removesuffix("/check"),
+            headers={"Authorization": f"Bearer {api_key}"},
+        ) as response:
+            assert (await response.json())["attempts_left"] == 5
+
+        # ...and with the code put in, it approves.
+        async with http.post(
+            check_url.group(1),
             json={"code": code},
             headers={"Authorization": f"Bearer {api_key}"},
         ) as response:
@@ -185,6 +213,8 @@ async def test_dev_runs_the_whole_flow_and_stops_cleanly(
     # Log lines never carry the secrets (or the code); the banner and outbox may.
     log_lines = [line for line in running.lines if LOG_LINE.match(line)]
     assert log_lines, running.text
+    # Requests (readyz, the outbox, the check) are not logged at INFO: the email stays in view.
+    assert not [line for line in log_lines if "tidings.access" in line], running.text
     for line in log_lines:
         for secret in (webhook_secret, api_key, server_key, code):
             assert secret not in line, f"a secret leaked into the log: {line}"
@@ -224,3 +254,253 @@ async def test_ctrl_c_to_the_process_group_then_restart_keeps_data(tmp_path: Pat
         ):
             assert response.status == 200
             assert (await response.json())["destination"] == "k***@example.com"
+
+
+async def _tidings(cwd: Path, *argv: str) -> tuple[int, str, str]:
+    """Run ``tidings ARGV`` in ``cwd`` with no TIDINGS_* settings, as a second terminal would."""
+    process = await asyncio.create_subprocess_exec(
+        str(TIDINGS), *argv,
+        cwd=cwd,
+        env=_clean_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+def _redis_starts(folder: Path) -> int:
+    """How many times a redis-server started on this data folder (from its own log)."""
+    log = folder / "redis" / "redis.log"
+    return log.read_text().count("Ready to accept connections") if log.exists() else 0
+
+
+async def test_one_dev_per_folder_and_operator_commands_find_it(tmp_path: Path) -> None:
+    # What a dev killed with SIGKILL leaves: its state file, and a lock nobody holds.
+    folder = tmp_path / ".tidings"
+    folder.mkdir()
+    (folder / "dev.lock").touch()
+    stale = {"pid": 2**22 + 7, "data_dir": str(folder), "web_url": "http://127.0.0.1:1"}
+    (folder / "dev.json").write_text(json.dumps(stale))
+
+    async with _tidings_dev(tmp_path) as (running, port):
+        # The stale state was taken over.
+        state = json.loads((folder / "dev.json").read_text())
+        assert state["pid"] == running.process.pid
+        assert state["web_url"] == f"http://127.0.0.1:{port}"
+        redis_port = running.find(r"redis://127\.0\.0\.1:(\d+)/")
+        assert state["redis_url"] == f"redis://127.0.0.1:{redis_port}/0"
+        assert state["secret_key_file"] == str((folder / "secret_key").resolve())
+        server_key = (folder / "secret_key").read_text().strip()
+        assert server_key not in json.dumps(state)  # paths, never values
+
+        # A second dev in the same folder stops at once, before starting a redis-server.
+        starts = _redis_starts(folder)
+        code, _, err = await _tidings(tmp_path, "dev", "--port", str(free_port()))
+        assert code == 1
+        assert err.strip().splitlines() == [
+            f"Error: tidings dev is already running in .tidings (pid {running.process.pid}, "
+            f"http://127.0.0.1:{port}); stop it first, or use another --data-dir"
+        ]
+        assert _redis_starts(folder) == starts
+
+        # Operator commands in the folder reach it without any TIDINGS_* variable...
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        commands: list[tuple[Path, tuple[str, ...]]] = [
+            (tmp_path, ("stats",)),
+            (tmp_path, ("deliveries", "failed")),
+            (tmp_path, ("broadcast", "list")),
+            (tmp_path, ("sites", "list")),
+            # ...and from another folder with --data-dir.
+            (elsewhere, ("stats", "--data-dir", str(folder))),
+            (elsewhere, ("signup", "--channel", "telegram", "--data-dir", str(folder))),
+        ]
+        stats, failed, broadcasts, sites, stats_elsewhere, telegram = await asyncio.gather(
+            *(_tidings(cwd, *argv) for cwd, argv in commands)
+        )
+        for result in (stats, failed, broadcasts, sites, stats_elsewhere):
+            assert result[0] == 0, result
+        assert "Queue: 0 waiting" in stats[1]
+        assert stats_elsewhere[1] == stats[1]
+        assert failed[1] == "no failed deliveries\n"
+        assert broadcasts[1] == "no broadcasts yet\n"
+        assert sites[1].startswith("demo\tDemo Shop\tchannels=email,sms,link,telegram\t")
+        # The signup reached the dev: it answers that no bot is configured for Telegram.
+        assert "channel 'telegram' is not available here" in telegram[1], telegram
+        assert telegram[0] == 1
+
+    # Once it has stopped, nothing is found there any more.
+    assert not (folder / "dev.json").exists()
+    code, _, err = await _tidings(tmp_path, "stats")
+    assert code == 1
+    assert err.startswith("Error: no Tidings found: ")
+
+
+# -- the outbox page -------------------------------------------------------------------------
+
+LONG_LINK = "https://shop.example/welcome/" + "a1b2c3d4" * 20 + "?campaign=autumn&step=2"
+
+
+@pytest.fixture
+async def outbox_app(
+    aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> tuple[TestClient, Settings]:
+    """The real app in development mode with email and SMS captured in the outbox."""
+    settings = make_settings(
+        dev=True,
+        email={"backend": "outbox"},
+        sms={"provider": "console"},
+    )
+    return await aiohttp_client(create_app(settings)), settings
+
+
+async def _capture(settings: Settings, client: TestClient) -> RenderedEmail:
+    """A broadcast email with a long link, kept as the dev email provider keeps it."""
+    message = EmailRenderer(settings.email).render(
+        "broadcast",
+        "en",
+        "reader@example.com",
+        {
+            "subject": "Autumn news",
+            "text": f"Read it here: {LONG_LINK}.",
+            "unsubscribe_url": LONG_LINK,
+        },
+        headers={
+            "List-Unsubscribe": f"<{LONG_LINK}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        },
+    )
+    outbox = DevOutbox(
+        client.app[app_keys.REDIS], Layout.for_settings(settings).home.outbox, echo=False
+    )
+    entry = {
+        "kind": "email",
+        "id": message.message_id,
+        "to": message.to,
+        "from": message.envelope_from,
+        "subject": message.subject,
+        "text": message.text,
+        "html": message.html,
+    }
+    await outbox.keep(entry, f"email to {message.to}", message.text, raw=message.raw)
+    return message
+
+
+async def test_outbox_shows_headers_links_and_offers_the_eml(
+    outbox_app: tuple[TestClient, Settings],
+) -> None:
+    client, settings = outbox_app
+    message = await _capture(settings, client)
+
+    page = await (await client.get("/dev/outbox")).text()
+    assert "Email: captured here, not sent." in page
+    assert "SMS: captured here, not sent." in page
+    # Every header of the wire form, decoded.
+    assert f"<th>Message-ID</th><td>{escape(message.message_id)}</td>" in page
+    assert "<th>List-Unsubscribe-Post</th><td>List-Unsubscribe=One-Click</td>" in page
+    assert "<th>Subject</th><td>Autumn news</td>" in page
+    # The link in the text view is clickable, without the sentence's full stop.
+    href = LONG_LINK.replace("&", "&amp;")
+    assert f'<a href="{href}">{href}</a>.' in page
+
+    [entry] = await (await client.get("/dev/outbox", params={"format": "json"})).json()
+    eml = await client.get(f"/dev/outbox/{entry['ref']}.eml")
+    assert eml.status == 200
+    assert eml.content_type == "message/rfc822"
+    assert eml.headers["Content-Disposition"] == f'attachment; filename="{entry["ref"]}.eml"'
+    body = await eml.read()
+    assert body == message.raw
+    parsed = message_from_bytes(body, policy=default_policy)
+    assert parsed["Message-ID"] == message.message_id
+    assert parsed["List-Unsubscribe"] == f"<{LONG_LINK}>"
+
+    missing = await client.get("/dev/outbox/0123456789abcdef.eml")
+    assert missing.status == 404
+
+
+async def test_outbox_banner_says_where_messages_really_go(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], smtp: SmtpSink
+) -> None:
+    settings = make_settings(dev=True)  # email over SMTP (the test sink), no SMS provider
+    client = await aiohttp_client(create_app(settings))
+    page = await (await client.get("/dev/outbox")).text()
+    assert f"Email: sent to the SMTP server 127.0.0.1:{smtp.port}, not kept here." in page
+    assert "SMS: off (no SMS provider configured)." in page
+    assert "captured here" not in page
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+PROBE = """<iframe id="f" src="/dev/outbox" style="width:390px;height:844px;border:0"></iframe>
+<script>
+document.getElementById("f").onload = () => {
+  const d = document.getElementById("f").contentDocument;
+  d.querySelectorAll("details").forEach((x) => { x.open = true; });
+  setTimeout(() => {
+    const links = d.querySelectorAll("pre.text a").length;
+    document.title = `width=${d.documentElement.scrollWidth} links=${links}`;
+  }, 100);
+};
+</script>"""
+
+
+@pytest.mark.skipif(_chromium() is None, reason="needs Debian's chromium for a real layout")
+async def test_outbox_fits_a_390px_phone(
+    aiohttp_client: Any, make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """Laid out by a real browser in a 390 px frame, nothing is wider than the frame."""
+    settings = make_settings(dev=True, email={"backend": "outbox"})
+    app = create_app(settings)
+
+    # A page of the test's own beside the outbox: the same origin lets it measure the frame.
+    async def probe(request: web.Request) -> web.Response:
+        return web.Response(text=PROBE, content_type="text/html")
+
+    app.router.add_get("/probe", probe)
+    client = await aiohttp_client(app)
+    await _capture(settings, client)
+    process = await asyncio.create_subprocess_exec(
+        _chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+        "--dump-dom", str(client.make_url("/probe")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    match = re.search(r"<title>width=(\d+) links=(\d+)</title>", out.decode())
+    assert match, out.decode()[-2000:]
+    assert int(match.group(2)) == 2  # both links of the text view were laid out
+    assert int(match.group(1)) <= 390
+
+
+async def test_a_busy_port_is_one_line_and_leaves_no_redis_behind(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = await _tidings(tmp_path, "dev", "--port", str(port))
+    assert code == 1
+    errors = [line for line in err.splitlines() if not LOG_LINE.match(line) and line.strip()]
+    assert errors == [f"Error: port {port} is in use; choose another with --port"], err
+    assert "Traceback" not in out + err
+    assert "Stopped; Redis data kept in" in out  # the embedded Redis was shut down
+    assert not (tmp_path / ".tidings" / "dev.json").exists()
+
+
+def test_the_dev_banner_says_where_email_really_goes(
+    make_settings: Callable[..., Settings], smtp: SmtpSink
+) -> None:
+    captured = banner(make_settings(dev=True, email={"backend": "outbox"}), "embedded")
+    assert "delivery  email → outbox, SMS → off" in captured
+    assert "The message appears here and in the outbox;" in captured
+
+    real = banner(make_settings(dev=True), "embedded")  # SMTP: the test's sink
+    assert "delivery  email → SMTP 127.0.0.1, SMS → off" in real
+    assert "Email goes to the SMTP server 127.0.0.1 (not the outbox);" in real
+    assert "appears here" not in real

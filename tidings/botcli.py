@@ -2,45 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import json
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import click
 
-from config.settings import ConfigError, Settings, load_settings
+from tidings.operator_settings import data_dir_option, operator_settings
 
 if TYPE_CHECKING:  # imported lazily at run time so `tidings --help` stays fast
     from aiogram import Bot
     from redis.asyncio import Redis
 
     from bot.broadcasts import Broadcast
+    from config.settings import Settings
     from verification.keys import Keys
 
 T = TypeVar("T")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
 def _run_with_bot(action: Callable[..., Awaitable[T]]) -> T:
-    """Run ``action(bot, settings)`` with a Bot whose session is closed afterwards."""
-    from bot.factory import create_bot
+    """Run ``action(bot, settings)`` with a Bot whose session is closed afterwards.
 
-    settings = _settings()
+    Settings come from the environment only: a dev keeps no Telegram token in its folder.
+    """
+    import asyncio
+
+    from bot.factory import create_bot
+    from config.settings import load_settings
+
+    settings = load_settings()
 
     async def run() -> T:
-        try:
-            bot = create_bot(settings)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+        bot = create_bot(settings)
         from aiogram.exceptions import TelegramAPIError
 
         try:
@@ -57,18 +52,16 @@ def _run_with_bot(action: Callable[..., Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
-def _run_with_redis(action: Callable[..., Awaitable[T]]) -> T:
-    """Run ``action(redis, keys, settings)`` against the configured Redis."""
+def _run_with_redis(action: Callable[..., Awaitable[T]], data_dir: Path | None) -> T:
+    """Run ``action(redis, keys, settings)`` against the configured Redis, or the dev's."""
+    settings = operator_settings(data_dir)  # first: no Redis known is said at once
+    import asyncio
+
     from verification.connections import open_redis
     from verification.keys import Layout
 
-    settings = _settings()
-
     async def run() -> T:
-        try:
-            redis = open_redis(settings)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+        redis = open_redis(settings)
         try:
             return await action(redis, Layout.for_settings(settings).home, settings)
         finally:
@@ -95,7 +88,7 @@ def bot_group() -> None:
 @bot_group.command("set-webhook")
 @click.option("--drop-pending", is_flag=True, help="Forget updates Telegram still holds.")
 def set_webhook(drop_pending: bool) -> None:
-    """Register ``TIDINGS_PUBLIC_URL`` + the webhook path, with the secret token."""
+    """Register TIDINGS_PUBLIC_URL + the webhook path, with the secret token."""
     from bot.factory import create_dispatcher
 
     async def action(bot: Bot, settings: Settings) -> str:
@@ -121,7 +114,7 @@ def set_webhook(drop_pending: bool) -> None:
 @bot_group.command("delete-webhook")
 @click.option("--drop-pending", is_flag=True, help="Forget updates Telegram still holds.")
 def delete_webhook(drop_pending: bool) -> None:
-    """Stop Telegram posting updates (for polling, e.g. ``tidings dev``)."""
+    """Stop Telegram posting updates (for polling, as tidings dev does)."""
 
     async def action(bot: Bot, settings: Settings) -> str:
         await bot.delete_webhook(drop_pending_updates=drop_pending)
@@ -164,7 +157,10 @@ def broadcast_group() -> None:
     help="Start later: '10m', 'tomorrow 9:00', '2026-12-01 18:00' (in --timezone).",
 )
 @click.option("--timezone", "zone", default="UTC", show_default=True)
-def broadcast_send(text: str, yes: bool, when: str | None, zone: str) -> None:
+@data_dir_option
+def broadcast_send(
+    text: str, yes: bool, when: str | None, zone: str, data_dir: Path | None
+) -> None:
     """Send TEXT to every subscriber (the workers do the sending)."""
     from datetime import UTC, datetime
 
@@ -209,29 +205,36 @@ def broadcast_send(text: str, yes: bool, when: str | None, zone: str) -> None:
         # The workers' pump picks a queued broadcast up within a second.
         return f"broadcast {bid} {state} for {total} subscribers"
 
-    click.echo(_run_with_redis(action))
+    click.echo(_run_with_redis(action, data_dir))
 
 
 @broadcast_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def broadcast_list(as_json: bool) -> None:
+@data_dir_option
+def broadcast_list(as_json: bool, data_dir: Path | None) -> None:
     """The latest broadcasts, newest first."""
+    import dataclasses
+    import json
 
     async def action(redis: Redis, keys: Keys, settings: Settings) -> list[Broadcast]:
         from bot.broadcasts import BroadcastStore
 
         return list(await BroadcastStore(redis, keys).recent(20))
 
-    for b in _run_with_redis(action):
+    found = _run_with_redis(action, data_dir)
+    for b in found:
         if as_json:
             click.echo(json.dumps(dataclasses.asdict(b)))
         else:
             click.echo(b.summary())
+    if not found and not as_json:
+        click.echo("no broadcasts yet")
 
 
 @broadcast_group.command("cancel")
 @click.argument("broadcast_id")
-def broadcast_cancel(broadcast_id: str) -> None:
+@data_dir_option
+def broadcast_cancel(broadcast_id: str, data_dir: Path | None) -> None:
     """Stop a broadcast midway."""
 
     async def action(redis: Redis, keys: Keys, settings: Settings) -> str:
@@ -239,14 +242,15 @@ def broadcast_cancel(broadcast_id: str) -> None:
 
         return await BroadcastStore(redis, keys).cancel(broadcast_id)
 
-    state = _run_with_redis(action)
+    state = _run_with_redis(action, data_dir)
     if state != "canceled":
         raise click.ClickException(f"broadcast {broadcast_id}: {state.replace('_', ' ')}")
     click.echo(f"broadcast {broadcast_id} canceled")
 
 
 @click.command("stats")
-def stats() -> None:
+@data_dir_option
+def stats(data_dir: Path | None) -> None:
     """Subscribers, today's verifications, queue depth, failed deliveries."""
 
     async def action(redis: Redis, keys: Keys, settings: Settings) -> list[str]:
@@ -255,5 +259,5 @@ def stats() -> None:
 
         return (await read_snapshot(redis, Layout.for_settings(settings))).lines()
 
-    for line in _run_with_redis(action):
+    for line in _run_with_redis(action, data_dir):
         click.echo(line)

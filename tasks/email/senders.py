@@ -261,13 +261,15 @@ class OutboxSender:
             "kind": "email",
             "id": message.message_id,
             "to": message.to,
-            "from": message.envelope_from,
+            "from": message.sender or message.envelope_from,
             "subject": message.subject,
             "text": message.text,
             "html": message.html,
         }
         headline = f"email to {message.to}"
-        await self._outbox.keep(entry, headline, f"Subject: {message.subject}\n\n{message.text}")
+        await self._outbox.keep(
+            entry, headline, f"Subject: {message.subject}\n\n{message.text}", raw=message.raw
+        )
 
     async def close(self) -> None:
         """Nothing to release."""
