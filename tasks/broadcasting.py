@@ -22,6 +22,7 @@ from tasks.delivery import backoff_seconds
 from tasks.email.rendering import EmailRenderer
 from tasks.email.senders import EmailSender
 from tasks.errors import DeliveryError
+from tasks.metrics import broadcast_message, provider_call, provider_name
 from verification.codes import CodeHasher
 from verification.models import now_ms
 from verification.scripts import as_text
@@ -153,9 +154,12 @@ class Broadcaster:
                 return
             index, target, wait_ms = reply[1], reply[2], int(reply[3])
             if target.startswith("m:"):
+                channel = "email"
                 outcome = await self._send_email(run, target.removeprefix("m:"))
             else:
+                channel = "telegram"
                 outcome = await self._send_one(run, int(target), wait_ms)
+            broadcast_message(channel, outcome)
             await self._scripts.bc_record(
                 keys=[keys.broadcast(bid), keys.broadcast_inflight(bid), keys.subscribers],
                 args=[index, target, outcome],
@@ -182,7 +186,8 @@ class Broadcaster:
         )
         for attempt in range(1, MAX_TRIES + 1):
             try:
-                await self._email.send(message)
+                with provider_call(provider_name(self._email)):
+                    await self._email.send(message)
                 return "sent"
             except DeliveryError as exc:
                 if not exc.retryable or attempt == MAX_TRIES:
@@ -208,10 +213,11 @@ class Broadcaster:
                 continue
             tries += 1
             try:
-                if b.kind == "copy" and b.from_chat is not None and b.message_id is not None:
-                    await bot.copy_message(chat_id, b.from_chat, b.message_id)
-                else:
-                    await bot.send_message(chat_id, b.text)
+                with provider_call("telegram"):
+                    if b.kind == "copy" and b.from_chat is not None and b.message_id is not None:
+                        await bot.copy_message(chat_id, b.from_chat, b.message_id)
+                    else:
+                        await bot.send_message(chat_id, b.text)
                 return "sent"
             except TelegramRetryAfter as exc:
                 # Telegram wants the whole bot to slow down: move every later slot back.
@@ -273,7 +279,8 @@ async def send_reminder(bot: Bot | None, chat_id: int, text: str, lang: str) -> 
         return "failed", "no Telegram bot is configured"
     for _ in range(MAX_TRIES):
         try:
-            await bot.send_message(chat_id, fired_message(text, lang))
+            with provider_call("telegram"):
+                await bot.send_message(chat_id, fired_message(text, lang))
             return "sent", ""
         except TelegramRetryAfter as exc:
             await asyncio.sleep(exc.retry_after)

@@ -14,6 +14,7 @@ from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from config.redis import Topology
 from config.settings import Settings
+from tasks.telemetry import TelemetryMiddleware
 from verification.connections import is_unavailable, open_redis, retry_options, until_available
 from verification.keys import Layout
 
@@ -320,6 +321,8 @@ def build_broker(settings: Settings) -> TidingsStreamBroker:
         max_connection_pool_size=q.max_async_tasks + 10,
         **retry_options(),
     )
+    # Request id, trace context and queueing time ride in every task's labels.
+    broker.add_middlewares(TelemetryMiddleware())
     broker.streams = tuple(keys.queue for keys in layout.shards)
     broker.where = target.describe()
     if target.topology != Topology.STANDALONE:

@@ -20,6 +20,7 @@ from tasks.email.rendering import EmailRenderer
 from tasks.email.senders import EmailSender, Reservation
 from tasks.email.unsubscribe import one_click_unsubscribe
 from tasks.errors import DeliveryError
+from tasks.metrics import provider_call, provider_name
 from tasks.sms.base import SmsSender
 from tasks.sms.rendering import SmsRenderer
 from verification.codes import CodeHasher
@@ -120,8 +121,11 @@ class Deliverer:
                 "domain": site.code_domain or "",
             }
             purpose = "reminder" if claim.purpose == "reminder" else "verification"
-            text = self.sms_renderer.render(purpose, claim.locale, claim.destination, params)
-            return await self.sms.send(text)
+            text = self.sms_renderer.render(
+                purpose, claim.locale, claim.destination, params, site=site.id
+            )
+            with provider_call(provider_name(self.sms)):
+                return await self.sms.send(text)
         if claim.channel not in (Channel.EMAIL, Channel.LINK):
             raise DeliveryError(f"no provider for channel {claim.channel!r}", retryable=False)
         by_email = claim.channel == Channel.EMAIL
@@ -145,11 +149,13 @@ class Deliverer:
                 "link_url": self.link_url(claim.link),
             },
             headers=headers,
+            site=site.id,
         )
-        if reservation is None:
-            await self.email.send(message)
-        else:
-            await reservation.send(message)
+        with provider_call(provider_name(self.email)):
+            if reservation is None:
+                await self.email.send(message)
+            else:
+                await reservation.send(message)
         return message.message_id
 
     async def deliver(self, delivery_id: str) -> str:

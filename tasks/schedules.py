@@ -32,6 +32,7 @@ from taskiq import AsyncBroker, ScheduledTask, ScheduleSource
 from taskiq.exceptions import ScheduledTaskCancelledError, SendTaskError
 from taskiq.kicker import AsyncKicker
 
+from tasks.metrics import schedule_sent
 from tasks.stopping import stop_task
 from verification.keys import Keys, Layout
 from verification.models import now_ms
@@ -71,6 +72,11 @@ class RedisScheduleSource(ScheduleSource):
         self._scripts = Scripts.register(redis)
         self._dispatch = dispatch
         self._dispatcher: asyncio.Task[None] | None = None
+
+    @property
+    def dispatching(self) -> bool:
+        """The on-time dispatcher is running (what a scheduler's readiness asks)."""
+        return self._dispatcher is not None and not self._dispatcher.done()
 
     async def startup(self) -> None:
         """Start the on-time dispatcher (in scheduler processes)."""
@@ -139,6 +145,7 @@ class RedisScheduleSource(ScheduleSource):
     async def post_send(self, task: ScheduledTask) -> None:
         """A one-off was sent: forget it."""
         if task.time is not None:
+            schedule_sent(task.time.timestamp() * 1000, now_ms())
             await self._done(self._keys_of(task.schedule_id), [task.schedule_id])
 
     # --- the on-time dispatcher ------------------------------------------------------------
@@ -224,6 +231,8 @@ class RedisScheduleSource(ScheduleSource):
                 # Not confirmed: the lease gives this one (and the rest of the batch) back.
                 logger.warning("schedules: could not send; will retry", exc_info=True)
                 break
+            if task.time is not None:
+                schedule_sent(task.time.timestamp() * 1000, now_ms())
             finished.append(schedule_id)
         if finished:
             await self._done(keys, finished)

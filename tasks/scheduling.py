@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from taskiq import AsyncBroker, ScheduledTask, TaskiqScheduler
 
-from config.logging import setup_logging
-from config.settings import Settings, load_settings
+from config.logging import exit_with_error, setup_logging
+from config.settings import ConfigError, Settings, load_settings
+from config.tracing import setup_tracing
 from tasks.schedules import RedisScheduleSource
 from tasks.worker import CLEANUP, DAILY_REPORT, SWEEP_EXPIRED, build_worker_broker
 from verification.connections import open_redis
@@ -47,6 +48,16 @@ def build_scheduler(settings: Settings) -> TaskiqScheduler:
 
 def create_scheduler() -> TaskiqScheduler:
     """Factory for ``taskiq scheduler tasks.scheduling:create_scheduler``."""
-    settings = load_settings()
+    from tasks.ops import attach_scheduler_ops
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        exit_with_error(str(exc))
     setup_logging(settings)
-    return build_scheduler(settings)
+    setup_tracing("scheduler")
+    scheduler = build_scheduler(settings)
+    # Here, not in build_scheduler: the in-process scheduler of `tidings dev` has no ops port.
+    sources = [s for s in scheduler.sources if isinstance(s, RedisScheduleSource)]
+    attach_scheduler_ops(scheduler, settings, lambda: all(s.dispatching for s in sources))
+    return scheduler

@@ -21,8 +21,9 @@ from taskiq_redis import RedisStreamBroker
 
 from bot.broadcasts import LEASE_MS, START_BROADCAST, STRETCH_SECONDS, BroadcastStore
 from bot.reminders import REMIND, Reminders
-from config.logging import setup_logging, task_id_var
-from config.settings import Settings, load_settings
+from config.logging import exit_with_error, setup_logging, task_id_var
+from config.settings import ConfigError, Settings, load_settings
+from config.tracing import setup_tracing, shutdown_tracing
 from tasks.broadcasting import Broadcaster, send_reminder
 from tasks.broker import TidingsStreamBroker, build_broker
 from tasks.callbacks import EventSender
@@ -33,8 +34,10 @@ from tasks.outbox import DevOutbox
 from tasks.recovery import Recovery, stop_on_signals
 from tasks.sms.base import SmsSender
 from tasks.sms.console import ConsoleSmsSender
+from tasks.sms.rendering import SmsRenderer
 from tasks.sms.ronglian import RonglianSender
 from tasks.stopping import stop_task
+from tasks.telemetry import outgoing_labels
 from verification.cleanup import clean_up
 from verification.connections import is_unavailable, open_redis, until_available
 from verification.deliveries import DeliveryStore
@@ -239,6 +242,7 @@ class TaskiqDeliveryQueue:
         # taskiq has no public "build without sending"; take the labels from what kiq()
         # would send once, then fill in ids per message (a TaskiqMessage as JSON).
         template = tasks.deliver.kicker()._prepare_message("")
+        self._labels: dict[str, Any] = dict(template.labels)
         self._template = {
             "task_name": template.task_name,
             "labels": template.labels,
@@ -254,7 +258,11 @@ class TaskiqDeliveryQueue:
     def message(self, delivery_id: str) -> bytes:
         """What ``deliver.kiq(delivery_id)`` would append to the stream."""
         task_id = self._broker.id_generator()
-        return json.dumps({"task_id": task_id, **self._template, "args": [delivery_id]}).encode()
+        # The request id and trace context of the request that queued it (what kiq()'s
+        # TelemetryMiddleware adds); built here, since this path does not go through kiq().
+        labels = {**self._labels, **outgoing_labels()}
+        message = {"task_id": task_id, **self._template, "labels": labels, "args": [delivery_id]}
+        return json.dumps(message).encode()
 
 
 def _dev_outbox(settings: Settings, redis: Redis) -> DevOutbox:
@@ -341,7 +349,9 @@ def attach_worker(
                 durable=Durability.for_settings(redis, settings),
             ),
             email=build_email_sender(settings, redis),
-            renderer=EmailRenderer(settings.email),
+            # Templates and brands compiled once per process, not per message.
+            renderer=EmailRenderer.for_settings(settings),
+            sms_renderer=SmsRenderer.for_settings(settings),
             sms=build_sms_sender(settings, redis),
             sites={site.id: site for site in settings.sites},
         )
@@ -389,6 +399,7 @@ def attach_worker(
             await resources.bot.session.close()
         await resources.http.close()
         await resources.redis.aclose()
+        shutdown_tracing()
 
     broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, startup)
     broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, shutdown)
@@ -407,7 +418,15 @@ def build_worker_broker(
 
 def create_broker() -> AsyncBroker:
     """Factory for ``taskiq worker tasks.worker:create_broker``: settings from the environment."""
-    settings = load_settings()
+    from tasks.ops import attach_worker_ops
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        exit_with_error(str(exc))
     setup_logging(settings)
+    setup_tracing("worker")
     broker, _ = build_worker_broker(settings, own_signals=True)
+    # Here, not in build_worker_broker: in-process workers (tests, dev) have no ops port.
+    attach_worker_ops(broker, settings, broker.consumer_group_name)
     return broker

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from verification.keys import Layout
+from verification.reports import read_snapshot
 
 _LATENCY_BOUNDS_MS = (100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
 
@@ -54,6 +61,25 @@ class RedisSnapshotCollector(Collector):
         self.queue_depth = 0
         self.due = 0
         self.dead_letters = 0
+        # Whether the last read worked, and when one last did (wall clock): a scrape
+        # during an outage still shows the old numbers, and says how old they are.
+        self.up = False
+        self.read_at: float | None = None
+
+    async def refresh(self, redis: Redis, layout: Layout) -> None:
+        """Read the counters now; on a Redis error keep the old ones and mark them stale."""
+        try:
+            read = await read_snapshot(redis, layout)
+        except (RedisError, OSError):
+            self.up = False
+            return
+        self.stats, self.queue_depth, self.due, self.dead_letters = (
+            read.stats,
+            read.queue_depth,
+            read.due,
+            read.dead_letters,
+        )
+        self.up, self.read_at = True, time.time()
 
     def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         """Build metric families from the last snapshot."""
@@ -97,4 +123,13 @@ class RedisSnapshotCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tidings_dead_letters", "Deliveries that failed for good.", self.dead_letters
+        )
+        yield GaugeMetricFamily(
+            "tidings_redis_up", "Whether the last read of Redis for a scrape worked.", self.up
+        )
+        age = math.nan if self.read_at is None else max(time.time() - self.read_at, 0.0)
+        yield GaugeMetricFamily(
+            "tidings_redis_snapshot_age_seconds",
+            "Age of the Redis counters above (NaN: never read); grows during an outage.",
+            age,
         )

@@ -11,7 +11,6 @@ from redis.exceptions import RedisError, ResponseError
 from taskiq import AsyncBroker
 from taskiq_redis import RedisStreamBroker
 
-from verification.reports import read_snapshot
 from webhooks import keys
 from webhooks.metrics import RedisSnapshotCollector
 
@@ -83,17 +82,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; domain counters come from Redis so every process agrees."""
     app = request.app
-    redis = app[keys.REDIS]
-    snapshot = app[SNAPSHOT]
-    try:
-        read = await read_snapshot(redis, app[keys.LAYOUT])
-        snapshot.stats, snapshot.queue_depth, snapshot.due, snapshot.dead_letters = (
-            read.stats,
-            read.queue_depth,
-            read.due,
-            read.dead_letters,
-        )
-    except (RedisError, OSError):
-        pass  # serve the last snapshot; HTTP metrics still matter during an outage
-    body = generate_latest(app[keys.REGISTRY])
+    # On a Redis error the last snapshot is served, marked stale (tidings_redis_up 0):
+    # HTTP metrics still matter during an outage.
+    await app[SNAPSHOT].refresh(app[keys.REDIS], app[keys.LAYOUT])
+    body = generate_latest(app[keys.EXPOSED])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
