@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, field_validator
 
+from config.branding import SiteBranding
+
 
 class Channel(StrEnum):
     """A way to reach a person."""
@@ -83,6 +85,8 @@ class SiteConfig(BaseModel):
     domain: Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")] | None = None
     default_locale: str = "en"
     codes: CodePolicyOverrides = CodePolicyOverrides()
+    # Sender, footer and colour of this site's messages and pages ([sites.branding]).
+    branding: SiteBranding = SiteBranding()
 
     @field_validator("webhook_secrets")
     @classmethod

@@ -7,15 +7,18 @@ and must not use up a person's link. The person confirms with a button (a POST).
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 from aiohttp import web
-from jinja2 import Environment, PackageLoader, select_autoescape
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from yarl import URL
 
+from config.branding import resolve_brand
+from config.settings import Settings
 from config.sites import SiteConfig, normalise_locale
+from config.templates import TemplateSet, build_templates
 from verification.service import LinkState
 from webhooks import keys
 
@@ -23,11 +26,37 @@ logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
-_env = Environment(
-    loader=PackageLoader("webhooks", "templates"),
-    autoescape=select_autoescape(default=True),
-    auto_reload=False,
-)
+
+class PageRenderer:
+    """The link page (``pages/link.html``) with each site's templates and brand."""
+
+    def __init__(self, settings: Settings) -> None:
+        ids = [site.id for site in settings.sites]
+        self._templates: TemplateSet = build_templates("pages", settings.templates_dir, ids)
+        self._default = resolve_brand(settings.branding, None).context()
+        self._brands = {
+            site.id: resolve_brand(settings.branding, site).context() for site in settings.sites
+        }
+
+    def render(self, site: SiteConfig | None, **context: Any) -> str:
+        """The page for ``site`` (``None``: no site's, such as an unknown link)."""
+        brand = self._brands.get(site.id, self._default) if site else self._default
+        return self._templates.get("link.html", site.id if site else None).render(
+            {**brand, **context}
+        )
+
+
+# One per app, built on its first page: the override folder was checked, every template
+# compiled, when the settings were loaded, so this cannot fail on a person's request.
+_renderers: weakref.WeakKeyDictionary[web.Application, PageRenderer] = weakref.WeakKeyDictionary()
+
+
+def _renderer(app: web.Application) -> PageRenderer:
+    renderer = _renderers.get(app)
+    if renderer is None:
+        renderer = _renderers[app] = PageRenderer(app[keys.SETTINGS])
+    return renderer
+
 
 # What each state says, per language. ``status`` is the page's HTTP status.
 _PAGES: dict[str, dict[str, Any]] = {
@@ -153,7 +182,8 @@ def _page(
     title, text = page[lang]
     name = site.display_name if site else ("the site" if lang == "en" else "网站")
     continue_url = str(site.return_url) if site and site.return_url and kind != "pending" else None
-    html = _env.get_template("link.html").render(
+    html = _renderer(request.app).render(
+        site,
         lang="zh-CN" if lang == "zh" else "en",
         title=title,
         text=text.format(site=name),

@@ -1,10 +1,13 @@
-"""The text of an SMS, per purpose and locale, from Jinja2 templates."""
+"""The text of an SMS, per purpose, locale and site, from Jinja2 templates."""
 
 from __future__ import annotations
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from collections.abc import Iterable
 
-from config.sites import SUPPORTED_LOCALES
+from config.branding import BrandingSettings, resolve_brand
+from config.settings import Settings
+from config.sites import SUPPORTED_LOCALES, SiteConfig
+from config.templates import TemplateSet, build_templates
 from tasks.sms.base import SmsMessage
 
 
@@ -14,20 +17,45 @@ class SmsRenderer:
     The last line is the origin-bound one-time code (``@shop.example #123456``) that
     browsers and phones use to offer the code for autofill on that site only; template
     providers such as Ronglian need it in their approved template as well.
+
+    Only the text comes from the templates: template providers (Ronglian) fill their own
+    approved template, signature included, from ``params``, which stay as given.
     """
 
-    def __init__(self) -> None:
-        self._env = Environment(
-            loader=PackageLoader("tasks.sms", "templates"),
-            undefined=StrictUndefined,
-            # Templates ship with the code: no stat() of the file on every render.
-            auto_reload=False,
-            autoescape=False,  # noqa: S701 - plain text for a phone, not HTML
-            trim_blocks=True,
+    def __init__(
+        self,
+        templates: TemplateSet | None = None,
+        *,
+        branding: BrandingSettings | None = None,
+        sites: Iterable[SiteConfig] = (),
+    ) -> None:
+        self._templates = templates or build_templates("sms", None)
+        branding = branding or BrandingSettings()
+        self._default = resolve_brand(branding, None).context()
+        self._brands = {site.id: resolve_brand(branding, site).context() for site in sites}
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> SmsRenderer:
+        """The renderer of a worker: every site's branding and the override folder."""
+        ids = [site.id for site in settings.sites]
+        return cls(
+            build_templates("sms", settings.templates_dir, ids),
+            branding=settings.branding,
+            sites=settings.sites,
         )
 
-    def render(self, purpose: str, locale: str, to: str, params: dict[str, str]) -> SmsMessage:
+    def render(
+        self,
+        purpose: str,
+        locale: str,
+        to: str,
+        params: dict[str, str],
+        *,
+        site: str | None = None,
+    ) -> SmsMessage:
         """Build the message for ``to`` (E.164); unknown locales fall back to English."""
         lang = locale if locale in SUPPORTED_LOCALES else "en"
-        text = self._env.get_template(f"{lang}/{purpose}.txt.j2").render(**params).strip()
+        brand = self._brands.get(site, self._default) if site is not None else self._default
+        template = self._templates.get(f"{lang}/{purpose}.txt.j2", site)
+        text = template.render({**brand, **params}).strip()
         return SmsMessage(to=to, purpose=purpose, params=params, text=text)
