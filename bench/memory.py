@@ -27,10 +27,10 @@ from standardwebhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config.settings import load_settings  # noqa: E402
-from tidings.devsite import new_api_key, new_webhook_secret  # noqa: E402
-from tidings.embedded_redis import EmbeddedRedis  # noqa: E402
-from webhooks.app import create_app  # noqa: E402
+from config.settings import load_settings
+from tidings.devsite import new_api_key, new_webhook_secret
+from tidings.embedded_redis import EmbeddedRedis
+from webhooks.app import create_app
 
 SECRET = new_webhook_secret()
 API_KEY = new_api_key()

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from config.branding import BrandingSettings
+from config.examples import example_in_use
 from config.redis import URL_KEY, RedisOptions, RedisTarget, RedisUrlError, parse_redis_url
 from config.sites import Channel, CodePolicy, SiteConfig, SitesFile
 
@@ -38,6 +40,8 @@ class HttpSettings(BaseModel):
     read_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 15.0
     # One request-head line (request line or header) at most; longer is answered 431.
     max_header_bytes: Annotated[int, Field(ge=1_024, le=65_536)] = 8_190
+    # Web server processes on the port (``tidings web --workers``); 0: one per core.
+    workers: Annotated[int, Field(ge=0, le=256)] = 0
 
 
 class EmailSettings(BaseModel):
@@ -52,7 +56,8 @@ class EmailSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     from_address: str = "no-reply@localhost"
-    from_name: str = "Tidings"
+    # Empty: the site's display name (a site's [sites.branding] from_name wins over both).
+    from_name: str = ""
     timeout_seconds: Annotated[float, Field(gt=0, le=120)] = 15.0
     pool_size: Annotated[int, Field(ge=1, le=64)] = 4
     # Reused connections older than this are reopened rather than trusted.
@@ -209,6 +214,17 @@ class EventSettings(BaseModel):
     ]
 
 
+class OpsSettings(BaseModel):
+    """The health and metrics port of workers and schedulers (the web serves its own)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers come from outside the container
+    # None: the role's default (worker 9101, each further ``--workers`` child the next port;
+    # scheduler 9102); 0 turns the port off.
+    port: Annotated[int, Field(ge=0, le=65_535)] | None = None
+
+
 class LogSettings(BaseModel):
     """Logging."""
 
@@ -241,9 +257,13 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     events: EventSettings = EventSettings()
     log: LogSettings = LogSettings()
+    ops: OpsSettings = OpsSettings()
     codes: CodePolicy = CodePolicy()
     sites_file: Path | None = None
     sites: list[SiteConfig] = []
+    # A folder of email, SMS and page templates over the package's (see config/templates.py).
+    templates_dir: Path | None = None
+    branding: BrandingSettings = BrandingSettings()
     webhook_tolerance_seconds: Annotated[int, Field(ge=30, le=3_600)] = 300
     webhook_replay_seconds: Annotated[int, Field(ge=600)] = 86_400
     retention_seconds: Annotated[int, Field(ge=60)] = 86_400
@@ -348,6 +368,14 @@ def _refuse_dev_providers(settings: Settings) -> None:
         )
 
 
+def _check_templates(folder: Path | None, sites: list[SiteConfig]) -> None:
+    """A broken override template stops start-up here, not a delivery later."""
+    if folder is not None:
+        from config.templates import check_folder  # Jinja only where there are overrides
+
+        check_folder(folder, [site.id for site in sites])
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (and sites from their TOML file).
 
@@ -396,4 +424,9 @@ def load_settings(**overrides: Any) -> Settings:
                     f"{ENV_PREFIX}SMS__RONGLIAN__{name}: required when SMS__PROVIDER is ronglian"
                 )
     _refuse_dev_providers(settings)
+    _check_templates(settings.templates_dir, sites)
+    # Outside development, a published example secret is no secret: refuse it.
+    example = None if settings.dev else example_in_use(settings, sites)
+    if example is not None:
+        raise ConfigError(example)
     return settings.model_copy(update={"sites": sites})

@@ -41,6 +41,8 @@ def process_env(settings: Settings) -> dict[str, str]:
             ),
             "TIDINGS_QUEUE": settings.queue.model_dump_json(),
             "TIDINGS_LOG__FORMAT": "json",
+            # One web server per test process unless a test asks for a tier (--workers).
+            "TIDINGS_HTTP__WORKERS": "1",
         }
     )
     return env
@@ -48,13 +50,19 @@ def process_env(settings: Settings) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def running(
-    *argv: str, settings: Settings, stop_signal: int = signal.SIGTERM
+    *argv: str,
+    settings: Settings,
+    stop_signal: int = signal.SIGTERM,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """Run a command from the venv's bin folder for the duration of the block."""
+    """Run a command from the venv's bin folder for the duration of the block.
+
+    ``env``: variables on top of those that reproduce ``settings``.
+    """
     process = await asyncio.create_subprocess_exec(
         str(BIN / argv[0]),
         *argv[1:],
-        env=process_env(settings),
+        env={**process_env(settings), **(env or {})},
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,

@@ -189,6 +189,10 @@ async def store_counts(redis: Redis, keys: Keys) -> tuple[int, int, int]:
     )
 
 
+async def _store_empty(redis: Redis, keys: Keys) -> bool:
+    return await store_counts(redis, keys) == (0, 0, 0)
+
+
 @pytest.fixture
 async def redis(settings: Settings) -> AsyncIterator[Redis]:
     client = open_redis(settings)
@@ -260,6 +264,8 @@ async def test_a_thousand_due_at_the_same_instant(
         await add_all(source, due)
         assert now_ms() < at - 100, "adding 1,000 schedules took too long for this test"
         await stream.wait_for(set(due), tag, timeout=(at - now_ms()) / 1000 + 10)
+        # A sent one-off is forgotten right after its kick, while the schedulers run.
+        await wait_for(lambda: _store_empty(redis, keys), 30, "sent one-offs forgotten")
         await asyncio.sleep(QUIET_S)
         sent = await stream.kicks(tag)
     assert_once_each(sent, due)
@@ -282,6 +288,8 @@ async def test_two_schedulers_send_each_one_off_once(
         due = spread(tag, 300, start + 700, start + 3_700)
         await add_all(source, due)
         await stream.wait_for(set(due), tag, timeout=3.7 + BOUND_MS / 1000 + 5)
+        # A sent one-off is forgotten right after its kick, while the schedulers run.
+        await wait_for(lambda: _store_empty(redis, keys), 30, "sent one-offs forgotten")
         await asyncio.sleep(QUIET_S)
         sent = await stream.kicks(tag)
         sweeps = await stream.kicks("sweep-expired")
@@ -362,6 +370,8 @@ async def test_cancelled_before_due_is_never_sent(
         assert now_ms() < start + 1_500, "too slow to cancel before due"
         expected = {**kept, **last}
         await stream.wait_for(set(expected), tag, timeout=2.2 + BOUND_MS / 1000 + 5)
+        # A sent one-off is forgotten right after its kick, while the schedulers run.
+        await wait_for(lambda: _store_empty(redis, keys), 30, "sent one-offs forgotten")
         await asyncio.sleep(QUIET_S)
         sent = await stream.kicks(tag)
     assert not [k for k in sent if k.schedule_id in cancelled], "a cancelled one-off was sent"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -397,3 +399,113 @@ def test_a_sender_with_a_non_ascii_local_part_names_the_key(
     assert config_error().startswith("TIDINGS_EMAIL__FROM_ADDRESS:")
     monkeypatch.setenv("TIDINGS_EMAIL__FROM_ADDRESS", "codes@bücher.example")
     assert load_settings().email.from_address == "codes@bücher.example"
+
+
+# Published example secrets (config/examples.py): refused outside development.
+REPO = Path(__file__).resolve().parent.parent
+FORMER_COMPOSE_DEFAULT_KEY = "change-me-to-48-random-characters-before-real-use"
+
+
+def _published_example_values() -> list[str]:
+    """Every secret-looking value a reader can copy from our docs and example files."""
+    texts = [
+        (REPO / name).read_text(encoding="utf-8")
+        for name in ("README.md", ".env.example", "deploy/sites.example.toml", "compose.yaml")
+    ]
+    found: set[str] = {FORMER_COMPOSE_DEFAULT_KEY}
+    for text in texts:
+        found.update(re.findall(r"whsec_[A-Za-z0-9+/=]{16,}|tk_[A-Za-z0-9_-]{16,}", text))
+        found.update(
+            value.strip("\"'")
+            for value in re.findall(r"(?:SECRET_KEY|WEBHOOK_SECRET)=(\S+)", text)
+            if not value.startswith("$")
+        )
+    return sorted(found)
+
+
+def test_every_published_example_is_known() -> None:
+    from config.examples import is_example
+
+    values = _published_example_values()
+    assert len(values) >= 4  # the scan above finds the examples we ship
+    assert [value for value in values if not is_example(value)] == []
+    assert not is_example(new_webhook_secret())
+    assert not is_example(new_api_key())
+    assert not is_example(secrets.token_urlsafe(48))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "key"),
+    [
+        ("TIDINGS_SECRET_KEY", FORMER_COMPOSE_DEFAULT_KEY, "TIDINGS_SECRET_KEY"),
+        ("TIDINGS_SECRET_KEY", "please-change-me-" + "x" * 32, "TIDINGS_SECRET_KEY"),
+        ("TIDINGS_TELEGRAM__WEBHOOK_SECRET", "a-long-random-string-of-A-Za-z0-9_-",
+         "TIDINGS_TELEGRAM__WEBHOOK_SECRET"),
+    ],
+)  # fmt: skip
+def test_a_production_role_refuses_an_example_key(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, key: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    message = config_error()
+    assert message.startswith(f"{key}: this is a published example")
+    assert "secrets.token_urlsafe(48)" in message  # how to make a real one
+    assert value not in message
+    assert load_settings(dev=True).dev  # development may use anything
+
+
+def test_a_production_role_refuses_the_example_sites_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIDINGS_SITES_FILE", str(REPO / "deploy" / "sites.example.toml"))
+    message = config_error()
+    assert message.startswith("sites: site 'demo' webhook secret 1 is a published example")
+    assert "tidings sites new demo" in message
+    assert "whsec_" not in message
+
+    # A real secret first, the example second (rotation): still refused, by number.
+    example = load_settings(dev=True).sites[0]
+    secret = example.webhook_secrets[0].get_secret_value()
+    api_key = example.api_keys[0].get_secret_value()
+    monkeypatch.delenv("TIDINGS_SITES_FILE")
+    monkeypatch.setenv(
+        "TIDINGS_SITES", json.dumps([site("shop", webhook_secrets=[GOOD_SECRET, secret])])
+    )
+    assert config_error().startswith("sites: site 'shop' webhook secret 2 is a published")
+    monkeypatch.setenv("TIDINGS_SITES", json.dumps([site("shop", api_keys=[api_key])]))
+    assert config_error().startswith("sites: site 'shop' API key 1 is a published")
+
+
+@pytest.mark.parametrize(
+    ("role", "env"),
+    [
+        ("web", {"TIDINGS_SECRET_KEY": FORMER_COMPOSE_DEFAULT_KEY}),
+        ("worker", {"TIDINGS_SECRET_KEY": FORMER_COMPOSE_DEFAULT_KEY}),
+        ("scheduler", {"TIDINGS_SECRET_KEY": FORMER_COMPOSE_DEFAULT_KEY}),
+        ("web", {"TIDINGS_SITES_FILE": str(REPO / "deploy" / "sites.example.toml")}),
+    ],
+)
+def test_each_role_with_an_example_secret_exits_with_one_line(
+    tmp_path: Path, role: str, env: dict[str, str]
+) -> None:
+    # A real key beside the example sites file, so that only the sites are the problem.
+    result = _run_cli(tmp_path, role, **{"TIDINGS_SECRET_KEY": secrets.token_urlsafe(48), **env})
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "is a published example, not a secret" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert FORMER_COMPOSE_DEFAULT_KEY not in result.stderr
+
+
+def test_dev_runs_with_its_generated_key_and_demo_site(tmp_path: Path) -> None:
+    from config.examples import is_example
+    from tidings.dev import dev_settings
+
+    settings = dev_settings(tmp_path / "data", "redis://127.0.0.1:1/0", 8080)
+    assert settings.dev
+    assert settings.secret_key is not None
+    assert not is_example(settings.secret_key.get_secret_value())
+    # The generated demo site passes the production check too.
+    production = load_settings(
+        secret_key=settings.secret_key.get_secret_value(), sites=list(settings.sites)
+    )
+    assert [s.id for s in production.sites] == [s.id for s in settings.sites]

@@ -7,6 +7,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
+
+def to_json(value: Any) -> str:
+    """JSON text, through orjson (a fraction of the stdlib's time) where it can.
+
+    orjson refuses integers beyond 64 bits, which a site's metadata may hold.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
 
 class Status(StrEnum):
     """Lifecycle of a verification."""

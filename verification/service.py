@@ -22,6 +22,7 @@ from verification.models import (
     iso,
     iso_ms,
     now_ms,
+    to_json,
     verification_resource,
 )
 from verification.phones import phone_prefix
@@ -310,12 +311,11 @@ class VerificationService:
             "remind_after": str(signup.remind_after or ""),
         }
         # Empty optional fields are left out of Redis: readers take a missing one as empty.
-        stored = [
-            x
+        stored = {
+            field: value
             for field, value in verification.items()
             if value or field not in _OPTIONAL_FIELDS
-            for x in (field, value)
-        ]
+        }
         public = {k: v for k, v in delivery.items() if k != "secret"}
         resource = verification_resource(verification, [public] if delivery else [], now)
         if signup.channel == Channel.TELEGRAM:
@@ -364,9 +364,8 @@ class VerificationService:
                     prefix_ttl,
                     *self._signup_reminder(vid, signup, now),
                     signup.channel.value,
-                    len(stored),
-                    *stored,
-                    *(x for item in delivery.items() for x in item),
+                    to_json(stored),
+                    to_json(delivery),
                 ],
                 # The answer (new or replayed) is a 202; a refusal promises nothing.
                 promised=lambda r: bool(r) and as_text(r)[0] in {"created", "replay"},
@@ -374,9 +373,9 @@ class VerificationService:
         )
         if reply[0] == "replay":
             first = await self._replay(site, reply[1])
-            return Created(first, replayed=True, body=json.dumps(first))
+            return Created(first, replayed=True, body=to_json(first))
         _raise_for(reply)
-        return Created(resource, replayed=False, body=json.dumps(resource))
+        return Created(resource, replayed=False, body=to_json(resource))
 
     async def _replay(self, site: SiteConfig, seen: str) -> dict[str, Any]:
         """The answer to a repeated webhook-id: the verification it created, as it is now.

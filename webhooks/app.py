@@ -21,11 +21,14 @@ from verification.connections import is_unavailable, open_redis
 from verification.durability import Durability
 from verification.keys import Layout
 from verification.service import VerificationService
-from webhooks import api, inbound, keys, links, openapi, ops, outbox
+from webhooks import api, assets, inbound, keys, landing, links, openapi, ops, outbox
 from webhooks.metrics import HttpMetrics, RedisSnapshotCollector
 from webhooks.middleware import request_middleware
 from webhooks.problems import problem_middleware
 from webhooks.registry import SiteRegistry
+from webhooks.serving import name_server
+from webhooks.tier import exposed_registry
+from webhooks.tracing import tracing_middlewares
 
 if TYPE_CHECKING:  # aiogram takes seconds to import: only apps with a bot load it
     from aiogram import Bot
@@ -120,7 +123,7 @@ def create_app(settings: Settings) -> web.Application:
     registry.register(snapshot)
 
     app = web.Application(
-        middlewares=[request_middleware(http_metrics), problem_middleware],
+        middlewares=[request_middleware(http_metrics), problem_middleware, *tracing_middlewares()],
         client_max_size=settings.http.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
@@ -130,14 +133,18 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.REDIS_KEYS] = layout.home
     app[keys.METRICS] = http_metrics
     app[keys.REGISTRY] = registry
+    app[keys.EXPOSED] = exposed_registry(registry, [snapshot])
     app[ops.SNAPSHOT] = snapshot
     app.cleanup_ctx.append(_resources)
+    app.on_response_prepare.append(name_server)
 
     app.router.add_post("/webhooks/{site}", inbound.receive)
     app.router.add_routes(api.routes)
     app.router.add_routes(links.routes)
     app.router.add_routes(ops.routes)
     app.router.add_routes(openapi.routes)
+    app.router.add_routes(landing.routes)
+    app.router.add_routes(assets.routes)
     if settings.dev:
         app.router.add_routes(outbox.routes)
     if settings.telegram.token is not None:

@@ -13,6 +13,7 @@ from verification.errors import ChannelUnavailable, RateLimited
 from verification.service import Signup
 from webhooks import keys
 from webhooks.bodies import parse_json, read_body, require_json
+from webhooks.middleware import LOG_FIELDS
 from webhooks.problems import Problem
 from webhooks.registry import SignatureError
 from webhooks.schemas import (
@@ -109,10 +110,11 @@ async def receive(request: web.Request) -> web.Response:
             raise Problem(
                 "rate-limited", str(exc), headers={"Retry-After": str(exc.retry_after)}
             ) from None
-        if not created.replayed:
-            logger.info(
-                "signup accepted", extra={"site": site.id, "verification": created.resource["id"]}
-            )
+        request[LOG_FIELDS] = {
+            "site": site.id,
+            "verification": created.resource["id"],
+            "replayed": created.replayed,
+        }
         return web.Response(text=created.body, status=202, content_type="application/json")
 
     ref = _parse(UserRef, envelope.data, "data")

@@ -29,6 +29,8 @@ REDIS_KEYS = web.AppKey("redis_keys", Keys)
 LAYOUT = web.AppKey("layout", Layout)
 METRICS = web.AppKey("metrics", HttpMetrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+# What /metrics serves: REGISTRY, or in a web tier every server's metrics summed.
+EXPOSED = web.AppKey("exposed", CollectorRegistry)
 BROADCASTS = web.AppKey("broadcasts", BroadcastStore)
 # Typed for the checker only: aiogram is imported where a bot is configured.
 BOT: web.AppKey[Bot] = web.AppKey("bot")

@@ -15,6 +15,10 @@ from webhooks.metrics import HttpMetrics
 
 logger = logging.getLogger("tidings.access")
 
+#: What a handler adds to its request's access line (``request[LOG_FIELDS] = {...}``):
+#: one line per request, not a line of the handler's own beside it.
+LOG_FIELDS = web.RequestKey("log_fields", dict[str, object])
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -49,15 +53,17 @@ def request_middleware(metrics: HttpMetrics) -> Middleware:
             path = request.path
             if resource is not None and "{token}" in resource.canonical:
                 path = resource.canonical
-            logger.info(
-                "request",
-                extra={
-                    "method": request.method,
-                    "path": path,
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                },
-            )
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "request",
+                    extra={
+                        "method": request.method,
+                        "path": path,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                        **request.get(LOG_FIELDS, {}),
+                    },
+                )
             request_id_var.reset(token)
         response.headers["X-Request-ID"] = request_id
         return response

@@ -9,9 +9,8 @@
 --       9 delivery id ('' = none), 10 requeue_at_ms, 11 expires_at_ms, 12 task message,
 --       13 stream maxlen, 14 phone-prefix limit (0: none), 15 its ttl_ms,
 --       16 reminder schedule id ('' = none), 17 its ScheduledTask json, 18 its due ms,
---       19 channel, 20 n = how many verification field/value arguments follow from 21;
---       after them, the delivery's field/value arguments
--- Fields go as flat arguments, not JSON: nothing to build in Python or parse in Lua.
+--       19 channel, 20 verification json, 21 delivery json
+-- Two JSON objects rather than one argument per field: redis-py's cost is per argument.
 local now = tonumber(ARGV[1])
 local seen = redis.call('GET', KEYS[1])
 if seen then
@@ -33,9 +32,8 @@ end
 
 local vid = ARGV[3]
 local channel = ARGV[19]
-local fields_end = 20 + tonumber(ARGV[20])
 local ttl = tonumber(ARGV[4])
-redis.call('HSET', KEYS[2], unpack(ARGV, 21, fields_end))
+hset_map(KEYS[2], cjson.decode(ARGV[20]))
 redis.call('PEXPIRE', KEYS[2], ttl)
 redis.call('SADD', KEYS[5], vid)
 redis.call('PEXPIRE', KEYS[5], ttl)
@@ -44,7 +42,7 @@ count_verification({stats = KEYS[10], day = KEYS[15]}, 'created', channel)
 -- No delivery id: the person comes to us (a Telegram deep link), nothing is sent now.
 local did = ARGV[9]
 if did ~= '' then
-  redis.call('HSET', KEYS[6], unpack(ARGV, fields_end + 1, #ARGV))
+  hset_map(KEYS[6], cjson.decode(ARGV[21]))
   redis.call('PEXPIRE', KEYS[6], ttl)
   redis.call('RPUSH', KEYS[8], did)
   redis.call('PEXPIRE', KEYS[8], ttl)
