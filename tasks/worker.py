@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, TaskiqEvents
@@ -262,7 +262,7 @@ class TaskiqDeliveryQueue:
         # TelemetryMiddleware adds); built here, since this path does not go through kiq().
         labels = {**self._labels, **outgoing_labels()}
         message = {"task_id": task_id, **self._template, "labels": labels, "args": [delivery_id]}
-        return json.dumps(message).encode()
+        return orjson.dumps(message)
 
 
 def _dev_outbox(settings: Settings, redis: Redis) -> DevOutbox:

@@ -580,9 +580,9 @@ async def test_svix_header_family_is_accepted(
     SvixWebhook(SECRET).verify(BODY, headers)  # what the svix library itself accepts
     response = await client.post("/webhooks/shop", data=BODY, headers=headers)
     assert response.status == 202, await response.text()
-    # The svix-id is the message id: a redelivery returns the first answer.
+    # The svix-id is the message id: a redelivery returns the same verification.
     again = await client.post("/webhooks/shop", data=BODY, headers=svix_signed(SECRET, BODY))
-    assert await again.json() == await response.json()
+    assert _same_verification(await again.json(), await response.json())
     [message] = await smtp.wait_for_messages(1)
     assert message["To"] == "alice@example.com"
 

@@ -42,7 +42,10 @@ class Durability:
         self.replicas = replicas
         self._timeout_ms = timeout_ms
         self._barrier = redis.register_script(_BARRIER)
-        self._watch = SentinelWatch.of(redis) if replicas else None
+        # On Sentinel, also without durable acceptance: the watch notices a new master
+        # within half a second, where redis-py would keep writing to the old one until it
+        # is demoted (about ten seconds of writes lost in a failover).
+        self._watch = SentinelWatch.of(redis)
 
     @classmethod
     def for_settings(cls, redis: Redis, settings: Settings) -> Durability:
@@ -71,6 +74,8 @@ class Durability:
         refusal promises nothing, so it is answered even while replicas lag).
         """
         if not self.replicas:
+            if self._watch is not None:
+                await self._watch.view()
             return await script(keys=keys, args=args)
         required = await self._required()
         run = self._on_node if isinstance(self._redis, RedisCluster) else self._with_wait

@@ -127,6 +127,14 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
     """The whole body, refusing one over ``limit`` bytes or one that trickles in too slowly."""
     if request.content_length is not None and request.content_length > limit:
         raise Problem("too-large", f"bodies are limited to {limit} bytes")
+    content = request.content
+    if content.is_eof():
+        # The whole body came with the head (as a small webhook does): nothing to wait
+        # for, so no timer to arm.
+        whole = await content.read()
+        if len(whole) > limit:
+            raise Problem("too-large", f"bodies are limited to {limit} bytes")
+        return whole
     body = bytearray()
     try:
         async with asyncio.timeout(timeout):
