@@ -7,6 +7,7 @@ Spans cross from the web to the workers as a W3C ``traceparent`` in the task's l
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ _tracer: Any = None
 _provider: Any = None
 
 _EXPORTER_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+logger = logging.getLogger(__name__)
 
 
 def tracing_requested(env: Mapping[str, str] = os.environ) -> bool:
@@ -42,10 +45,18 @@ def setup_tracing(role: str, env: Mapping[str, str] = os.environ) -> bool:
     """
     if _tracer is not None or not tracing_requested(env):
         return _tracer is not None
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    try:
+        from opentelemetry import trace
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        # OTEL_* is often set for a whole cluster; an image without the extra runs on.
+        logger.warning(
+            "OTEL_* asks for traces but the tracing extra is not installed "
+            "(pip install 'tidings[tracing]'); running without traces"
+        )
+        return False
 
     name = env.get("OTEL_SERVICE_NAME") or f"tidings-{role}"
     provider = TracerProvider(resource=Resource.create({"service.name": name}))

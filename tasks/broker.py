@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import cast
+from dataclasses import dataclass, field
+from typing import Any, cast
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage
@@ -19,6 +22,52 @@ from verification.connections import is_unavailable, open_redis, retry_options, 
 from verification.keys import Layout
 
 logger = logging.getLogger(__name__)
+
+
+#: Stream entry field of a compact task (see :class:`CompactTask`); full messages use ``data``.
+COMPACT_FIELD = b"d"
+
+
+@dataclass(frozen=True)
+class CompactTask:
+    """A task queued as one short field instead of a whole taskiq message.
+
+    A delivery queued by a signup is ``d = "<delivery id> <request id> [<traceparent>]"``
+    (a fifth of a taskiq message's 236 bytes, kept in Redis until a worker has sent it);
+    the worker's broker rebuilds the message that ``kiq()`` would have queued. When it was
+    queued is the entry's id; the task id is derived from the stream and entry id, so a
+    re-read of the same entry is the same task.
+    """
+
+    task_name: str
+    labels: dict[str, Any] = field(default_factory=dict)
+    labels_types: dict[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def entry(argument: str, request_id: str | None, traceparent: str | None) -> bytes:
+        """The stream field's value for a task run with ``argument``."""
+        parts = [argument, request_id or "-", *([traceparent] if traceparent else [])]
+        return " ".join(parts).encode()
+
+    def message(self, stream: bytes, entry_id: bytes, value: bytes) -> bytes:
+        """The taskiq message (JSON) of a compact entry."""
+        argument, request_id, *rest = value.decode().split(" ")
+        labels = {**self.labels, "enqueued_ms": entry_id.split(b"-", 1)[0].decode()}
+        if request_id != "-":
+            labels["request_id"] = request_id
+        if rest:
+            labels["traceparent"] = rest[0]
+        task_id = hashlib.blake2b(stream + b" " + entry_id, digest_size=16).hexdigest()
+        return orjson.dumps(
+            {
+                "task_id": task_id,
+                "task_name": self.task_name,
+                "labels": labels,
+                "labels_types": self.labels_types,
+                "args": [argument],
+                "kwargs": {},
+            }
+        )
 
 
 class TidingsStreamBroker(RedisStreamBroker):
@@ -39,6 +88,8 @@ class TidingsStreamBroker(RedisStreamBroker):
     _own_client = False
     _acker: GroupAcker | None = None
     _stopping = False
+    #: How to rebuild compact entries (set by ``tasks.worker.register_tasks``).
+    compact: CompactTask | None = None
 
     def use_client(self, client: Redis) -> None:
         """Talk to Redis through ``client`` (Sentinel, Cluster) instead of the URL's pool."""
@@ -190,12 +241,29 @@ class TidingsStreamBroker(RedisStreamBroker):
                 continue
             for name, (entry_id, fields) in entries:
                 # A re-read of an entry deleted meanwhile, or of one a task is running.
-                if not fields or (own_cursor is not None and entry_id.decode() in self._in_hand):
-                    continue
-                yield AckableMessage(
-                    data=fields[b"data"],
-                    ack=self._ack_generator(id=entry_id.decode(), queue_name=name.decode()),
-                )
+                skip = not fields or (own_cursor is not None and entry_id.decode() in self._in_hand)
+                data = None if skip else await self._message_data(name, entry_id, fields)
+                if data is not None:
+                    yield AckableMessage(
+                        data=data,
+                        ack=self._ack_generator(id=entry_id.decode(), queue_name=name.decode()),
+                    )
+
+    async def _message_data(
+        self, stream: bytes, entry_id: bytes, fields: dict[bytes, bytes]
+    ) -> bytes | None:
+        """The taskiq message of an entry: a whole one (``data``) or a compact one rebuilt.
+
+        An entry of neither kind is acknowledged and dropped (with one error line): a
+        delivery's due-set entry queues it again in full.
+        """
+        data = fields.get(b"data")
+        if data is None and self.compact is not None and COMPACT_FIELD in fields:
+            data = self.compact.message(stream, entry_id, fields[COMPACT_FIELD])
+        if data is None:
+            logger.error("a stream entry this worker cannot read; dropped")
+            await self._ack_generator(id=entry_id.decode(), queue_name=stream.decode())()
+        return data
 
     async def _wait_out(
         self, exc: BaseException, delay: float, unavailable: bool

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, TaskiqEvents
@@ -25,7 +24,7 @@ from config.logging import exit_with_error, setup_logging, task_id_var
 from config.settings import ConfigError, Settings, load_settings
 from config.tracing import setup_tracing, shutdown_tracing
 from tasks.broadcasting import Broadcaster, send_reminder
-from tasks.broker import TidingsStreamBroker, build_broker
+from tasks.broker import CompactTask, TidingsStreamBroker, build_broker
 from tasks.callbacks import EventSender
 from tasks.delivery import Deliverer
 from tasks.email.rendering import EmailRenderer
@@ -37,7 +36,7 @@ from tasks.sms.console import ConsoleSmsSender
 from tasks.sms.rendering import SmsRenderer
 from tasks.sms.ronglian import RonglianSender
 from tasks.stopping import stop_task
-from tasks.telemetry import outgoing_labels
+from tasks.telemetry import REQUEST_ID, TRACEPARENT, outgoing_labels
 from verification.cleanup import clean_up
 from verification.connections import is_unavailable, open_redis, until_available
 from verification.deliveries import DeliveryStore
@@ -230,25 +229,29 @@ def register_tasks(broker: AsyncBroker, settings: Settings) -> Tasks:
         signup_reminder=broker.register_task(signup_reminder, task_name=SIGNUP_REMINDER),
         start_broadcast=broker.register_task(start_broadcast, task_name=START_BROADCAST),
     )
+    _compact_deliveries(broker, handles)
     return handles
 
 
+def _compact_deliveries(broker: AsyncBroker, handles: Tasks) -> None:
+    """Teach the broker to rebuild the compact delivery entries signups queue."""
+    if isinstance(broker, TidingsStreamBroker):
+        # Labels of the message deliver.kiq() would send, before its middlewares run.
+        template = handles.deliver.kicker()._prepare_message("")
+        broker.compact = CompactTask(
+            DELIVER, dict(template.labels), dict(template.labels_types or {})
+        )
+
+
 class TaskiqDeliveryQueue:
-    """The :class:`verification.service.DeliveryQueue` of the taskiq stream broker."""
+    """The :class:`verification.service.DeliveryQueue` of the taskiq stream broker.
+
+    A signup's delivery goes on the stream as a compact entry (:class:`CompactTask`),
+    which the workers' broker turns back into the message ``deliver.kiq()`` would send.
+    """
 
     def __init__(self, broker: RedisStreamBroker, tasks: Tasks) -> None:
-        self._broker = broker
         self._maxlen = broker.maxlen or 0
-        # taskiq has no public "build without sending"; take the labels from what kiq()
-        # would send once, then fill in ids per message (a TaskiqMessage as JSON).
-        template = tasks.deliver.kicker()._prepare_message("")
-        self._labels: dict[str, Any] = dict(template.labels)
-        self._template = {
-            "task_name": template.task_name,
-            "labels": template.labels,
-            "labels_types": template.labels_types,
-            "kwargs": {},
-        }
 
     @property
     def maxlen(self) -> int:
@@ -256,13 +259,11 @@ class TaskiqDeliveryQueue:
         return self._maxlen
 
     def message(self, delivery_id: str) -> bytes:
-        """What ``deliver.kiq(delivery_id)`` would append to the stream."""
-        task_id = self._broker.id_generator()
+        """The stream entry that runs ``deliver(delivery_id)``, with where it came from."""
         # The request id and trace context of the request that queued it (what kiq()'s
-        # TelemetryMiddleware adds); built here, since this path does not go through kiq().
-        labels = {**self._labels, **outgoing_labels()}
-        message = {"task_id": task_id, **self._template, "labels": labels, "args": [delivery_id]}
-        return orjson.dumps(message)
+        # TelemetryMiddleware adds); the time is the entry's id.
+        labels = outgoing_labels()
+        return CompactTask.entry(delivery_id, labels.get(REQUEST_ID), labels.get(TRACEPARENT))
 
 
 def _dev_outbox(settings: Settings, redis: Redis) -> DevOutbox:

@@ -115,18 +115,29 @@ async def test_another_site_cannot_see_or_check(
 
 
 async def test_queued_message_is_what_taskiq_would_send(settings: Any) -> None:
-    # The service writes the task message itself (inside its Lua script); it must parse
-    # exactly like the message taskiq's own kiq() produces for the same task.
+    # The service queues a compact entry itself (inside its Lua script); the workers'
+    # broker must rebuild exactly the message taskiq's own kiq() produces for the task.
+    from config.logging import request_id_var
     from tasks.broker import build_broker
     from tasks.worker import TaskiqDeliveryQueue, register_tasks
 
     broker = build_broker(settings)
     tasks = register_tasks(broker, settings)
-    ours = broker.formatter.loads(TaskiqDeliveryQueue(broker, tasks).message("dlv_1"))
+    assert broker.compact is not None
+    token = request_id_var.set("req-1")
+    try:
+        entry = TaskiqDeliveryQueue(broker, tasks).message("dlv_1")
+    finally:
+        request_id_var.reset(token)
+    assert entry == b"dlv_1 req-1"
+    ours = broker.formatter.loads(broker.compact.message(b"stream", b"1796400000000-0", entry))
     theirs = tasks.deliver.kicker()._prepare_message("dlv_1")
-    # Labels are what taskiq's pre_send middlewares add (tasks.telemetry): when it was queued.
+    # Labels are what taskiq's pre_send middlewares add (tasks.telemetry): when and by
+    # which request it was queued.
     assert ours.model_dump(exclude={"task_id", "labels"}) == theirs.model_dump(
         exclude={"task_id", "labels"}
     )
-    assert int(ours.labels["enqueued_ms"]) > 0
+    assert ours.labels == {"enqueued_ms": "1796400000000", "request_id": "req-1"}
     assert len(ours.task_id) == 32
+    again = broker.formatter.loads(broker.compact.message(b"stream", b"1796400000000-0", entry))
+    assert again.task_id == ours.task_id  # a re-read entry is the same task

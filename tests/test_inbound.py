@@ -605,3 +605,18 @@ async def test_unauthentic_svix_requests_are_401_and_do_nothing(
     response = await client.post("/webhooks/shop", data=BODY, headers=headers)
     await problem(response, 401, "invalid-signature")
     await assert_nothing_happened(client, smtp, store, settings.redis_prefix)
+
+
+async def test_a_cancel_reusing_a_signups_webhook_id_replays_it_and_cancels_nothing(
+    client: TestClient, worker: None
+) -> None:
+    signup = await post_event(client, signup_event(), msg_id="msg_reused")
+    assert signup.status == 202
+    created = await signup.json()
+    cancel = {"type": "signup.canceled", "timestamp": "2026-11-23T10:05:00Z",
+              "data": {"user_id": "u-1"}}  # fmt: skip
+    # The same webhook-id is the same message (Standard Webhooks): its first answer again.
+    again = await post_event(client, cancel, msg_id="msg_reused")
+    assert again.status == 200, await again.text()
+    assert (await again.json())["id"] == created["id"]
+    assert (await get_verification(client, created["id"]))["status"] == "pending"

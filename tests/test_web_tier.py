@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,8 +106,83 @@ async def test_a_port_taken_by_another_program_stops_the_tier_with_one_line(
             assert tier.stderr is not None
             lines = (await tier.stderr.read()).decode().splitlines()
         assert code != 0
-        assert any("failed before it listened" in line for line in lines), lines
+        assert any(f"cannot listen on 127.0.0.1:{port}" in line for line in lines), lines
         assert not any(line.startswith("Traceback") for line in lines), lines
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+_SLOW_TIER = """
+import asyncio, sys
+from pathlib import Path
+from aiohttp import web
+from config.settings import HttpSettings
+from webhooks import serving
+from webhooks.tier import Tier
+
+port, marker = int(sys.argv[1]), Path(sys.argv[2])
+
+async def slow(request):
+    marker.write_text("started")
+    await asyncio.sleep(2)  # a request still running when Ctrl-C comes
+    return web.Response(text="finished")
+
+def serve(on_listening):
+    app = web.Application()
+    app.router.add_get("/slow", slow)
+    http = HttpSettings(host="127.0.0.1", port=port)
+    loop = asyncio.new_event_loop()
+    serving.run(app, http, loop=loop, reuse_port=True, on_listening=on_listening)
+
+sys.exit(Tier(2, serve).run())
+"""
+
+
+async def test_ctrl_c_lets_requests_in_flight_finish(tmp_path: Path) -> None:
+    """Ctrl-C reaches every server and the parent, which passes SIGTERM on: the second
+    signal must not cut the drain short, so a request in flight still gets its answer."""
+    port = free_port()
+    marker = tmp_path / "started"
+    script = tmp_path / "tier.py"
+    script.write_text(_SLOW_TIER)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(port), str(marker),
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def listening() -> bool:
+                try:
+                    _, probe = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    return False
+                probe.close()
+                return True
+
+            await wait_for(listening, 60, "the tier to listen")
+            request = asyncio.ensure_future(session.get(f"http://127.0.0.1:{port}/slow"))
+            await wait_for(marker.exists, 30, "the slow request to start")
+            os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            response = await asyncio.wait_for(request, 30)
+            assert response.status == 200
+            assert await response.text() == "finished"
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+
+def test_one_server_per_core_within_a_containers_cpu_quota(tmp_path: Path) -> None:
+    from webhooks.tier import _cgroup_cpu_quota
+
+    limits = tmp_path / "cpu.max"
+    limits.write_text("150000 100000\n")  # --cpus 1.5
+    assert _cgroup_cpu_quota(str(limits)) == 1.5
+    limits.write_text("max 100000\n")
+    assert _cgroup_cpu_quota(str(limits)) is None
+    assert _cgroup_cpu_quota(str(tmp_path / "absent")) is None

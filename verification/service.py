@@ -50,7 +50,7 @@ class DeliveryQueue(Protocol):
         """Approximate cap of the stream."""
 
     def message(self, delivery_id: str) -> bytes:
-        """The serialised task message that sends ``delivery_id``."""
+        """The stream entry (field ``d``) that runs the task sending ``delivery_id``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +399,10 @@ class VerificationService:
         stored = cast(
             str | None, await self._redis.get(self._layout.home.webhook_seen(site.id, webhook_id))
         )
-        return json.loads(stored) if stored else None
+        if not stored:
+            return None
+        # A signup's record (its verification's id) when a site reuses that webhook-id.
+        return await self._replay(site, stored)
 
     async def remember_answer(
         self, site: SiteConfig, webhook_id: str, answer: dict[str, Any]

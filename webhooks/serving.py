@@ -136,7 +136,10 @@ def run(
     finally:
         if not main.done():
             main.cancel()
-            with contextlib.suppress(asyncio.CancelledError, GracefulExit):
+        # Until the drain has finished: a second signal (Ctrl-C reaches a web tier's
+        # servers and its parent, which passes SIGTERM on) must not cut it short.
+        while not main.done():
+            with contextlib.suppress(asyncio.CancelledError, GracefulExit, KeyboardInterrupt):
                 loop.run_until_complete(main)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

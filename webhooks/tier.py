@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,11 +49,31 @@ _HEALTHY_AFTER = 60.0
 
 
 def default_workers() -> int:
-    """One server per core this process may run on."""
+    """One server per core this process may run on.
+
+    Its CPU affinity, capped by a cgroup CPU quota (a container's ``--cpus`` or a
+    Kubernetes CPU limit).
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def _cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> float | None:
+    """Cores allowed by cgroup v2's ``cpu.max`` ("<quota> <period>", or "max ...")."""
+    try:
+        with open(path) as limits:
+            quota, period = limits.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
 
 
 def prepare_metrics() -> str:
@@ -78,6 +100,9 @@ class Tier:
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         servers: dict[int, tuple[ForkProcess, Event, float]] = {}
         pauses = [0.0] * self._count
+        # A server that fails before it first listens stops the tier (a configuration or
+        # port problem); one that fails after a restart is started again, with its pause.
+        first_start = [True] * self._count
         try:
             for slot in range(self._count):
                 servers[slot] = self._start(slot)
@@ -93,28 +118,34 @@ class Tier:
                     del servers[slot]
                     if self._stopping:
                         continue
-                    if not listening.is_set():
+                    if not listening.is_set() and first_start[slot]:
                         logger.error(
                             "a web server failed before it listened; stopping the tier",
                             extra={"exit_code": code},
                         )
                         self._stop_all(servers)
-                        return code or 1
+                        return code if code > 0 else 1
                     pause = _next_pause(pauses[slot], time.monotonic() - started)
                     pauses[slot] = pause
                     logger.warning(
                         "a web server died; starting it again",
                         extra={"exit_code": code, "in_seconds": pause},
                     )
-                    if pause:
-                        time.sleep(pause)
+                    self._pause(pause)
                     if not self._stopping:
+                        first_start[slot] = False
                         servers[slot] = self._start(slot)
             return 0
         finally:
             self._stop_all(servers)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait before a restart, but not past a signal to stop."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
     def _start(self, slot: int) -> tuple[ForkProcess, Event, float]:
         listening = self._context.Event()
@@ -182,8 +213,20 @@ def serve_web(
     """
     count = workers if workers is not None else settings.http.workers
     count = count or default_workers()
-    folder = prepare_metrics() if count > 1 else None
-    # Imported only now: with several servers, prometheus-client must see the folder.
+    if count == 1:
+        return _serve_one(settings, new_loop, before_serving)
+    folder = prepare_metrics()
+    try:
+        return _serve_tier(settings, count, new_loop, before_serving)
+    finally:
+        remove_metrics(folder)
+
+
+def _serve_one(
+    settings: Settings,
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+    before_serving: Callable[[], None],
+) -> int:
     from config.logging import setup_logging
     from webhooks import serving
     from webhooks.app import create_app
@@ -191,9 +234,25 @@ def serve_web(
     app = create_app(settings)
     setup_logging(settings)
     before_serving()
-    if folder is None:
-        serving.run(app, settings.http, loop=new_loop(), shutdown_timeout=10)
-        return 0
+    serving.run(app, settings.http, loop=new_loop(), shutdown_timeout=10)
+    return 0
+
+
+def _serve_tier(
+    settings: Settings,
+    count: int,
+    new_loop: Callable[[], asyncio.AbstractEventLoop],
+    before_serving: Callable[[], None],
+) -> int:
+    # Imported only now: prometheus-client must see the metrics folder.
+    from config.logging import setup_logging
+    from webhooks import serving
+    from webhooks.app import create_app
+
+    create_app(settings)  # a configuration error stops start-up before anything forks
+    setup_logging(settings)
+    before_serving()
+    _require_free_port(settings.http.host, settings.http.port)
 
     def serve(on_listening: Callable[[], None]) -> None:
         serving.run(
@@ -205,10 +264,23 @@ def serve_web(
             on_listening=on_listening,
         )
 
+    return Tier(count, serve).run()
+
+
+def _require_free_port(host: str, port: int) -> None:
+    """Stop unless the port is free.
+
+    SO_REUSEPORT would let the servers share it silently with another program of this
+    user (an old tier still running, say).
+    """
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     try:
-        return Tier(count, serve).run()
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    except OSError as exc:
+        raise SystemExit(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     finally:
-        remove_metrics(folder)
+        probe.close()
 
 
 def exposed_registry(registry: CollectorRegistry, collectors: list[Collector]) -> CollectorRegistry:

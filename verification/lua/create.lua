@@ -6,7 +6,7 @@
 --       15 today's stats
 -- ARGV: 1 now_ms, 2 replay_ttl_ms, 3 verification id (what a replay of the webhook finds),
 --       4 record_ttl_ms, 5 window_ms, 6 destination limit, 7 site limit, 8 site_ttl_ms,
---       9 delivery id ('' = none), 10 requeue_at_ms, 11 expires_at_ms, 12 task message,
+--       9 delivery id ('' = none), 10 requeue_at_ms, 11 expires_at_ms, 12 compact task entry (tasks.broker.CompactTask),
 --       13 stream maxlen, 14 phone-prefix limit (0: none), 15 its ttl_ms,
 --       16 reminder schedule id ('' = none), 17 its ScheduledTask json, 18 its due ms,
 --       19 channel, 20 verification json, 21 delivery json
@@ -50,7 +50,7 @@ if did ~= '' then
   record_send(KEYS[3], now, tonumber(ARGV[5]), did, KEYS[4], tonumber(ARGV[8]))
   if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[15])) end
   redis.call('HINCRBY', KEYS[10], 'deliveries:queued:' .. channel, 1)
-  redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[13], '*', 'data', ARGV[12])
+  redis.call('XADD', KEYS[11], 'MAXLEN', '~', ARGV[13], '*', 'd', ARGV[12])
 end
 -- remind_after: the reminder is scheduled with the signup, atomically.
 if ARGV[16] ~= '' then

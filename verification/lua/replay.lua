@@ -4,7 +4,7 @@
 -- KEYS: 9 failed delivery, 10 new delivery, 11 due set, 12 verification deliveries,
 --       13 task stream, 14 dead letters
 -- ARGV: 1 now_ms, 2 failed delivery id, 3 new delivery id, 4 new delivery json,
---       5 new code hash, 6 task message, 7 stream maxlen, 8 new link hash
+--       5 new code hash, 6 compact task entry, 7 stream maxlen, 8 new link hash
 local now = tonumber(ARGV[1])
 local sk = status_keys()
 local d = hgetall_map(KEYS[9])
@@ -35,5 +35,5 @@ redis.call('ZADD', KEYS[11], now + 120000, ARGV[3])
 redis.call('HSET', KEYS[9], 'replayed_by', ARGV[3])
 redis.call('LREM', KEYS[14], 0, ARGV[2])
 redis.call('HINCRBY', sk.stats, 'deliveries:queued:' .. delivery.channel, 1)
-redis.call('XADD', KEYS[13], 'MAXLEN', '~', ARGV[7], '*', 'data', ARGV[6])
+redis.call('XADD', KEYS[13], 'MAXLEN', '~', ARGV[7], '*', 'd', ARGV[6])
 return {'replayed', ARGV[3]}

@@ -5,7 +5,7 @@
 -- ARGV: 1 now_ms, 2 site, 3 new code hash, 4 expires_at_ms, 5 cooldown_ms, 6 window_ms,
 --       7 destination limit, 8 site limit, 9 site_ttl_ms, 10 delivery id, 11 delivery json,
 --       12 requeue_at_ms, 13 record_ttl_ms, 14 channel, 15 verification id,
---       16 task message, 17 stream maxlen, 18 new link hash, 19 destination,
+--       16 compact task entry, 17 stream maxlen, 18 new link hash, 19 destination,
 --       20 phone-prefix limit (0: none), 21 its ttl_ms
 local now = tonumber(ARGV[1])
 local sk = status_keys()
@@ -43,5 +43,5 @@ redis.call('ZADD', sk.expiring, tonumber(ARGV[4]), ARGV[15])
 record_send(KEYS[9], now, tonumber(ARGV[6]), ARGV[10], KEYS[10], tonumber(ARGV[9]))
 if prefix_limit > 0 then count_send(KEYS[15], tonumber(ARGV[21])) end
 redis.call('HINCRBY', sk.stats, 'deliveries:queued:' .. ARGV[14], 1)
-redis.call('XADD', KEYS[14], 'MAXLEN', '~', ARGV[17], '*', 'data', ARGV[16])
+redis.call('XADD', KEYS[14], 'MAXLEN', '~', ARGV[17], '*', 'd', ARGV[16])
 return {'sent', tostring(sends)}
