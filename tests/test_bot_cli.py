@@ -488,11 +488,11 @@ async def test_dev_polls_telegram_answers_start_and_stops_on_ctrl_c(
 
         await wait_for(
             lambda: "Press Ctrl-C to stop." in output() or process.returncode is not None,
-            timeout=20,
+            timeout=60,
             what="the tidings dev banner",
         )
         assert process.returncode is None, output()
-        await telegram.wait_for_calls(1, "getUpdates", timeout=10)
+        await telegram.wait_for_calls(1, "getUpdates", timeout=30)
         methods = [c.method for c in telegram.calls]
         assert "deleteWebhook" in methods, methods
         assert methods.index("deleteWebhook") < methods.index("getUpdates"), methods

@@ -86,7 +86,7 @@ async def _tidings_dev(folder: Path) -> AsyncIterator[tuple[DevProcess, int]]:
     try:
         await wait_for(
             lambda: "Press Ctrl-C to stop." in running.text or process.returncode is not None,
-            timeout=30,
+            timeout=60,
             what="the tidings dev banner",
         )
         assert process.returncode is None, running.text
@@ -156,7 +156,7 @@ async def test_dev_runs_the_whole_flow_and_stops_cleanly(
             async with http.get(f"{base}/readyz") as response:
                 return response.status == 200
 
-        await wait_for(ready, timeout=10, what="/readyz to answer 200")
+        await wait_for(ready, timeout=30, what="/readyz to answer 200")
 
         async def outbox_email() -> dict[str, Any] | None:
             async with http.get(f"{base}/dev/outbox", params={"format": "json"}) as response:
@@ -164,7 +164,7 @@ async def test_dev_runs_the_whole_flow_and_stops_cleanly(
                 entries: list[dict[str, Any]] = await response.json()
             return next((e for e in entries if e["to"] == "dev@example.com"), None)
 
-        email = await wait_for(outbox_email, timeout=10, what="the email in the outbox")
+        email = await wait_for(outbox_email, timeout=30, what="the email in the outbox")
         assert "Message-ID:" in email["raw"]  # the whole message, headers and all
         match = re.search(r"^\s+(\d{6})\s*$", email["text"], re.MULTILINE)
         assert match, email["text"]
@@ -173,7 +173,7 @@ async def test_dev_runs_the_whole_flow_and_stops_cleanly(
         # The terminal of `tidings dev` shows the same email.
         await wait_for(
             lambda: "outbox: email to dev@example.com" in running.text,
-            timeout=10,
+            timeout=30,
             what="the email echoed in the terminal",
         )
         shown = running.text[running.text.index("outbox: email to dev@example.com") :]

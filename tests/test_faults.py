@@ -30,7 +30,7 @@ from config.settings import Settings
 from tests.conftest import RecordingHandler, SmtpSink, auth, post_event, signup_event, wait_for
 from tests.processes import running
 from tidings.embedded_redis import EmbeddedRedis
-from verification.keys import Keys
+from verification.keys import Keys, Layout
 from webhooks.app import create_app
 
 # ---------------------------------------------------------------- helpers
@@ -96,7 +96,7 @@ async def worker_process(
         try:
             await wait_for(
                 lambda: len(logs.with_msg("worker ready")) >= workers,
-                timeout=20,
+                timeout=60,
                 what=f"{workers} worker process(es) to be ready",
             )
             yield process, logs
@@ -250,6 +250,15 @@ async def test_two_workers_share_a_slow_backlog_exactly_once(
         worker_process(settings) as (_, logs_a),
         worker_process(settings) as (_, logs_b),
     ):
+        # Both are reading the stream (a consumer appears with its first read), so the
+        # backlog can be shared however slowly either process started.
+        queue = Layout.for_settings(settings).home.queue
+        group = f"{settings.redis_prefix}:workers"
+
+        async def both_reading() -> bool:
+            return len(await redis.xinfo_consumers(queue, group)) >= 2
+
+        await wait_for(both_reading, 60, "both workers to read the stream")
         gate = asyncio.Semaphore(10)
 
         async def one(n: int) -> tuple[int, str, dict[str, Any]]:

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
-from tests.conftest import TESTS_DIR, SmtpSink, auth, code_from, get_verification
+from tests.conftest import (
+    TESTS_DIR,
+    SmtpSink,
+    auth,
+    code_from,
+    get_verification,
+    post_event,
+    signup_event,
+)
 from tests.processes import process_env
 from verification.connections import open_redis
 from verification.keys import LAYOUT_VERSION, Layout
@@ -132,6 +140,17 @@ async def _pending_work_goes_on(
     )
     assert (await check.json())["status"] == "approved"
     assert sum(str(m["To"]) == "old1@example.com" for m in messages) == 2
+    # The old release's webhook-id record (the whole first answer) still replays, and its
+    # user index (a set) still finds the user's verification to cancel.
+    replay = await post_event(
+        client, signup_event(user_id="old-2", email="old2@example.com"), msg_id="msg_old_2"
+    )
+    assert replay.status == 202
+    assert (await replay.json())["id"] == ids[1]
+    cancel = {"type": "signup.canceled", "timestamp": "2026-11-23T10:05:00Z",
+              "data": {"user_id": "old-1"}}  # fmt: skip
+    canceled = await post_event(client, cancel)
+    assert (await canceled.json())["canceled"] == [ids[0]]
     # The bot's subscriber, as /stats and `tidings stats` count it.
     redis = open_redis(settings)
     try:

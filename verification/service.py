@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -15,7 +16,7 @@ from config.sites import EMAIL_CHANNELS, Channel, CodePolicy, SiteConfig
 from verification.codes import CodeHasher, LinkToken, PayloadSealer, generate_code
 from verification.durability import Durability
 from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited, Refused
-from verification.keys import Keys, Layout, new_delivery_id
+from verification.keys import Keys, Layout, delivery_ids, new_delivery_id
 from verification.models import (
     DeliveryStatus,
     Status,
@@ -334,7 +335,7 @@ class VerificationService:
                     keys.verification(vid),
                     dest_key,
                     keys.site_hour(site.id, hour),
-                    keys.user(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
+                    keys.user_index(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
                     keys.delivery(delivery_id or "-"),
                     keys.due,
                     keys.verification_deliveries(vid),
@@ -428,7 +429,11 @@ class VerificationService:
         """The verification resource with its deliveries."""
         v = await self._load(site, vid)
         keys = self._layout.of(vid)
-        ids = cast(list[str], await self._redis.lrange(keys.verification_deliveries(vid), 0, -1))
+        ids = delivery_ids(vid, v.get("deliveries"))
+        if ids is None:  # a verification of an earlier release: its own list
+            ids = cast(
+                list[str], await self._redis.lrange(keys.verification_deliveries(vid), 0, -1)
+            )
         async with self._redis.pipeline(transaction=False) as pipe:
             for did in ids:
                 pipe.hgetall(keys.delivery(did))
@@ -602,8 +607,9 @@ class VerificationService:
         digest = self._hasher.index(f"{site.id}:{user_id}")
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys in self._layout.shards:
-                pipe.smembers(keys.user(site.id, digest))
-            found = cast(list[set[str]], await pipe.execute())
+                pipe.hkeys(keys.user_index(site.id, digest))
+                pipe.smembers(keys.user(site.id, digest))  # written by earlier releases
+            found = cast(list[Iterable[str]], await pipe.execute())
         ids = set().union(*found)
         canceled = [
             vid for vid in sorted(ids) if (await self._cancel(site.id, vid))[0] == "canceled"

@@ -102,3 +102,19 @@ local function approve(sk, v, now, vid, how)
   redis.call('HSET', sk.v, 'approved_by', how)
   finish(sk, v, now, vid, 'approved')
 end
+
+-- A verification's deliveries, oldest first: the 8-hex tails of their ids in its hash's
+-- 'deliveries' field (ids are dlv_<verification hex>_<8 hex>), so the hash stays compact
+-- for up to seven sends. Verifications of releases before 2026-12 keep a list of their
+-- own (list_key), which goes on being used while it exists.
+local function add_delivery(v_key, list_key, did, ttl)
+  if redis.call('EXISTS', list_key) == 1 then
+    redis.call('RPUSH', list_key, did)
+    if ttl then redis.call('PEXPIRE', list_key, ttl) end
+    return
+  end
+  local tails = redis.call('HGET', v_key, 'deliveries')
+  local tail = string.sub(did, -8)
+  redis.call('HSET', v_key, 'deliveries', tails and (tails .. ' ' .. tail) or tail)
+end
+

@@ -1,7 +1,7 @@
 -- Accept a signup: replay guard, rate limits, verification, first delivery. One round trip.
 -- Every key is in the verification's shard (chosen from what the limits count).
--- KEYS: 1 webhook-seen, 2 verification, 3 destination window, 4 site hour, 5 user index,
---       6 delivery, 7 due set, 8 verification deliveries, 9 expiring set, 10 stats,
+-- KEYS: 1 webhook-seen, 2 verification, 3 destination window, 4 site hour, 5 user index (hash),
+--       6 delivery, 7 due set, 8 verification deliveries (earlier releases' list), 9 expiring set, 10 stats,
 --       11 task stream, 12 phone-prefix hour (SMS only), 13 schedules hash, 14 schedules due,
 --       15 today's stats
 -- ARGV: 1 now_ms, 2 replay_ttl_ms, 3 verification id (what a replay of the webhook finds),
@@ -35,7 +35,7 @@ local channel = ARGV[19]
 local ttl = tonumber(ARGV[4])
 hset_map(KEYS[2], cjson.decode(ARGV[20]))
 redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('SADD', KEYS[5], vid)
+redis.call('HSET', KEYS[5], vid, '')
 redis.call('PEXPIRE', KEYS[5], ttl)
 redis.call('ZADD', KEYS[9], tonumber(ARGV[11]), vid)
 count_verification({stats = KEYS[10], day = KEYS[15]}, 'created', channel)
@@ -44,8 +44,7 @@ local did = ARGV[9]
 if did ~= '' then
   hset_map(KEYS[6], cjson.decode(ARGV[21]))
   redis.call('PEXPIRE', KEYS[6], ttl)
-  redis.call('RPUSH', KEYS[8], did)
-  redis.call('PEXPIRE', KEYS[8], ttl)
+  add_delivery(KEYS[2], KEYS[8], did, ttl)
   redis.call('ZADD', KEYS[7], tonumber(ARGV[10]), did)
   record_send(KEYS[3], now, tonumber(ARGV[5]), did, KEYS[4], tonumber(ARGV[8]))
   if prefix_limit > 0 then count_send(KEYS[12], tonumber(ARGV[15])) end

@@ -30,7 +30,7 @@ local delivery = cjson.decode(ARGV[4])
 delivery.send_no = sends
 hset_map(KEYS[10], delivery)
 redis.call('PEXPIRE', KEYS[10], redis.call('PTTL', sk.v))
-redis.call('RPUSH', KEYS[12], ARGV[3])
+add_delivery(KEYS[1], KEYS[12], ARGV[3], nil)
 redis.call('ZADD', KEYS[11], now + 120000, ARGV[3])
 redis.call('HSET', KEYS[9], 'replayed_by', ARGV[3])
 redis.call('LREM', KEYS[14], 0, ARGV[2])
