@@ -30,6 +30,7 @@ from tasks.broker import build_broker
 from tasks.scheduling import schedule_source
 from tasks.stopping import stop_task
 from tasks.worker import build_worker_broker, register_tasks
+from tests.emulators.site_callbacks import Receiver
 from tidings.devsite import new_api_key, new_webhook_secret
 from tidings.embedded_redis import free_port, redis_server_binary
 from tidings.signup_client import signed_headers
@@ -335,3 +336,12 @@ def html_of(message: EmailMessage) -> str:
 
 
 TESTS_DIR = Path(__file__).parent
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A site's callback endpoint, signed with the test site's secret."""
+    r = Receiver(SECRET)
+    await r.start()
+    yield r
+    await r.stop()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from standardwebhooks.webhooks import Webhook
 from svix.webhooks import Webhook as SvixWebhook
 
 from config.settings import Settings
@@ -24,57 +23,9 @@ from tests.conftest import (
     site,
     wait_for,
 )
+from tests.emulators.site_callbacks import Receiver
 from tidings.devsite import new_webhook_secret
-from tidings.embedded_redis import free_port
 from webhooks.app import create_app
-
-
-class Receiver:
-    """A site's callback endpoint that answers from a script and verifies every signature."""
-
-    def __init__(self, secret: str = SECRET) -> None:
-        self.port = free_port()
-        self.secret = secret
-        self.answers: list[int] = []
-        self.calls: list[dict[str, Any]] = []
-        self.rejected = 0
-        self._runner: web.AppRunner | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/tidings-events"
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        # What a site does with either public library: both raise if no signature matches.
-        try:
-            event = Webhook(self.secret).verify(body, dict(request.headers))
-            SvixWebhook(self.secret).verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            self.rejected += 1
-            return web.Response(status=401)
-        self.calls.append({"headers": dict(request.headers), "event": event, "body": body})
-        status = self.answers.pop(0) if self.answers else 200
-        return web.Response(status=status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/tidings-events", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 @pytest.fixture

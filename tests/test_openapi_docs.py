@@ -7,7 +7,7 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,9 @@ from standardwebhooks import Webhook
 
 from config.settings import Settings
 from tests.conftest import SECRET, auth, post_event, signup_event, site, wait_for
-from tests.test_events import Receiver
+from tests.emulators.site_callbacks import Receiver
 from webhooks.app import create_app
 from webhooks.problems import PROBLEMS
-
-__all__ = ["Receiver"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_URI = "urn:tidings:openapi"
@@ -201,11 +199,3 @@ async def test_the_documented_python_signing_sample_posts_a_signup(
     assert (status, state) == ("202", "pending")
     shown = await client.get(f"/v1/verifications/{vid}", headers=auth())
     assert (await shown.json())["user_id"] == "u-1842"
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.settings import Settings
 from tests.conftest import SmtpSink, post_event, signup_event, wait_for
-from tests.processes import BIN, process_env
+from tests.processes import BIN, running
 from tidings.embedded_redis import free_port, redis_server_binary
 from webhooks.app import create_app
 
@@ -28,25 +26,9 @@ async def role(
     *argv: str, settings: Settings, ops_port: int, env: dict[str, str] | None = None
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """A production role with its ops port on ``ops_port``; SIGTERMed afterwards."""
-    process = await asyncio.create_subprocess_exec(
-        str(BIN / argv[0]),
-        *argv[1:],
-        env={**process_env(settings), "TIDINGS_OPS__PORT": str(ops_port), **(env or {})},
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
+    extra = {"TIDINGS_OPS__PORT": str(ops_port), **(env or {})}
+    async with running(*argv, settings=settings, env=extra) as process:
         yield process
-    finally:
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 20)
-            except TimeoutError:
-                os.killpg(process.pid, signal.SIGKILL)
-                await process.wait()
 
 
 async def get(url: str) -> tuple[int, str]:

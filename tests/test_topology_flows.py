@@ -24,7 +24,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.emulators.ronglian import RonglianEmulator
-from tests.test_events import Receiver
+from tests.emulators.site_callbacks import Receiver
 from tests.topologies import start_cluster, start_sentinel_group
 from verification.connections import open_redis
 from verification.keys import Layout
@@ -48,14 +48,6 @@ def topology_url(request: pytest.FixtureRequest) -> Iterator[str]:
         cluster = start_cluster()
         yield cluster.url
         cluster.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 @pytest.fixture
