@@ -72,6 +72,7 @@ class CodeHasher:
         self._start_key = _subkey(master_key, "telegram-start")
         self._unsubscribe_key = _subkey(master_key, "unsubscribe")
         self._delivery_link_key = _subkey(master_key, "delivery-link")
+        self._signup_key = _subkey(master_key, "signup")
 
     def code(self, verification_id: str, code: str) -> str:
         """Hash of ``code`` bound to one verification."""
@@ -128,6 +129,15 @@ class CodeHasher:
             return None
         expected = self.unsubscribe_token(address)
         return address if hmac.compare_digest(expected, token) else None
+
+    def signup(self, site: str, webhook_id: str) -> str:
+        """The id digest of the verification a site's ``webhook-id`` creates.
+
+        The same webhook-id always names the same verification, so the verification's own
+        hash is the replay record: no key per webhook-id. Unguessable without the key.
+        """
+        message = f"{site}\x00{webhook_id}".encode()
+        return hmac.new(self._signup_key, message, hashlib.sha256).hexdigest()[:32]
 
     def index(self, value: str) -> str:
         """Opaque, stable digest of an address or user id for use in key names."""

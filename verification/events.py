@@ -9,7 +9,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from verification.keys import Keys, Layout
-from verification.models import now_ms, verification_resource
+from verification.models import now_ms, stored_verification, verification_resource
 from verification.scripts import Scripts, as_text
 
 
@@ -60,10 +60,13 @@ class EventStore:
         shard, so it is applied here, from the approval's event: at least once, and
         idempotent (``NX`` keeps the first subscription time).
         """
-        v = cast(
-            dict[str, str],
-            await self._redis.hgetall(
-                self._layout.of(verification_id).verification(verification_id)
+        v = stored_verification(
+            verification_id,
+            cast(
+                dict[str, str],
+                await self._redis.hgetall(
+                    self._layout.of(verification_id).verification(verification_id)
+                ),
             ),
         )
         email = v.get("email", "")
@@ -94,10 +97,13 @@ class EventStore:
 
     async def payload(self, claim: EventClaim) -> dict[str, Any]:
         """The event body: Standard Webhooks ``{type, timestamp, data}``."""
-        v = cast(
-            dict[str, str],
-            await self._redis.hgetall(
-                self._layout.of(claim.verification_id).verification(claim.verification_id)
+        v = stored_verification(
+            claim.verification_id,
+            cast(
+                dict[str, str],
+                await self._redis.hgetall(
+                    self._layout.of(claim.verification_id).verification(claim.verification_id)
+                ),
             ),
         )
         data: dict[str, Any] = {"id": claim.verification_id, "site": claim.site}

@@ -341,11 +341,14 @@ class Layout:
         """The shard chosen for a hex digest (of an address, a number prefix, a user)."""
         return int(digest[:8], 16) % self.count
 
-    def new_verification_id(self, shard: int) -> str:
-        """A fresh unguessable verification id in ``shard`` (128 random bits)."""
-        if self.count == 1:
-            return f"ver_{secrets.token_hex(16)}"
-        return f"ver_{shard:02x}{secrets.token_hex(16)}"
+    def new_verification_id(self, shard: int, digest: str | None = None) -> str:
+        """An unguessable verification id in ``shard``.
+
+        ``digest`` (32 hex digits of a keyed hash) makes it the id of one thing, such as
+        a site's webhook-id; without it the id is 128 random bits.
+        """
+        head = digest or secrets.token_hex(16)
+        return f"ver_{head}" if self.count == 1 else f"ver_{shard:02x}{head}"
 
 
 def new_delivery_id(verification_id: str) -> str:

@@ -74,6 +74,21 @@ def mask_destination(channel: str, destination: str) -> str | None:
     return f"{destination[:3]}****{destination[-2:]}" if len(destination) > 6 else "****"
 
 
+def stored_verification(verification_id: str, raw: dict[str, str]) -> dict[str, str]:
+    """A verification's hash as read from Redis, with what is not stored filled in.
+
+    Since 2026-12 the id (the key names it) and the times that equal ``created_at`` when
+    it is new (``updated_at``, ``last_send_at``) are left out. Empty stays empty (gone).
+    """
+    if not raw:
+        return raw
+    raw.setdefault("id", verification_id)
+    created = raw.get("created_at", "")
+    raw.setdefault("updated_at", created)
+    raw.setdefault("last_send_at", created)
+    return raw
+
+
 def delivery_resource(d: dict[str, str]) -> dict[str, Any]:
     """One delivery as the API shows it."""
     return {

@@ -23,6 +23,7 @@ from verification.models import (
     iso,
     iso_ms,
     now_ms,
+    stored_verification,
     to_json,
     verification_resource,
 )
@@ -197,6 +198,7 @@ class VerificationService:
         raw = cast(
             dict[str, str], await self._redis.hgetall(self._layout.of(vid).verification(vid))
         )
+        raw = stored_verification(vid, raw)
         site = next((s for s in self._settings.sites if s.id == raw.get("site")), None)
         if not raw or site is None:
             return "gone"
@@ -279,7 +281,7 @@ class VerificationService:
         now = now_ms()
         shard = self._signup_shard(site, signup, destination)
         keys = self._layout.shards[shard]
-        vid = self._layout.new_verification_id(shard)
+        vid = self._layout.new_verification_id(shard, self._hasher.signup(site.id, webhook_id))
         code = generate_code(policy.digits)
         delivery: dict[str, str] = {}
         message = b""
@@ -290,7 +292,7 @@ class VerificationService:
             message = self._queue.message(delivery["id"])
         expires_at = now + policy.ttl_seconds * 1000
         verification = {
-            "id": vid,
+            "id": vid,  # the key names it: not stored (see stored_verification)
             "site": site.id,
             "user_id": signup.user_id,
             "channel": signup.channel.value,
@@ -304,9 +306,7 @@ class VerificationService:
             "attempts_left": str(policy.max_attempts),
             "sends": "1",
             "created_at": str(now),
-            "updated_at": str(now),
             "expires_at": str(expires_at),
-            "last_send_at": str(now),
             "metadata": json.dumps(signup.metadata) if signup.metadata is not None else "",
             "subscribe": "1" if signup.subscribe else "",
             "remind_after": str(signup.remind_after or ""),
@@ -315,7 +315,7 @@ class VerificationService:
         stored = {
             field: value
             for field, value in verification.items()
-            if value or field not in _OPTIONAL_FIELDS
+            if (value or field not in _OPTIONAL_FIELDS) and field != "id"
         }
         public = {k: v for k, v in delivery.items() if k != "secret"}
         resource = verification_resource(verification, [public] if delivery else [], now)
@@ -351,7 +351,11 @@ class VerificationService:
                     now,
                     self._settings.webhook_replay_seconds * 1000,
                     vid,
-                    expires_at - now + self._settings.retention_seconds * 1000,
+                    # The hash is also the webhook-id's replay record: kept as long as both.
+                    max(
+                        expires_at - now + self._settings.retention_seconds * 1000,
+                        self._settings.webhook_replay_seconds * 1000,
+                    ),
                     policy.destination_window_seconds * 1000,
                     policy.sends_per_destination,
                     self._site_limit(policy),
@@ -400,10 +404,22 @@ class VerificationService:
         stored = cast(
             str | None, await self._redis.get(self._layout.home.webhook_seen(site.id, webhook_id))
         )
-        if not stored:
-            return None
-        # A signup's record (its verification's id) when a site reuses that webhook-id.
-        return await self._replay(site, stored)
+        if stored:
+            # An earlier release's signup record (its verification's id) or a cancel's.
+            return await self._replay(site, stored)
+        # A signup's verification is named by its webhook-id, in whichever shard it is.
+        digest = self._hasher.signup(site.id, webhook_id)
+        candidates = [
+            self._layout.new_verification_id(shard, digest) for shard in range(self._layout.count)
+        ]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for vid in candidates:
+                pipe.hget(self._layout.of(vid).verification(vid), "site")
+            sites = await pipe.execute()
+        for vid, owner in zip(candidates, sites, strict=True):
+            if owner is not None and as_text([owner])[0] == site.id:
+                return await self._replay(site, vid)
+        return None
 
     async def remember_answer(
         self, site: SiteConfig, webhook_id: str, answer: dict[str, Any]
@@ -423,7 +439,7 @@ class VerificationService:
         )
         if not raw or raw.get("site") != site.id:
             raise NotFound("no such verification")
-        return raw
+        return stored_verification(vid, raw)
 
     async def get(self, site: SiteConfig, vid: str) -> dict[str, Any]:
         """The verification resource with its deliveries."""

@@ -36,7 +36,8 @@ local function count_send(key, ttl)
 end
 
 local function record_send(dest_key, now, window, member, site_key, site_ttl)
-  redis.call('ZADD', dest_key, now, member)
+  -- The member only needs to be unique among one destination's few sends: an id's tail.
+  redis.call('ZADD', dest_key, now, string.sub(member, -8))
   redis.call('PEXPIRE', dest_key, window)
   count_send(site_key, site_ttl)
 end

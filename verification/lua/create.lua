@@ -1,10 +1,10 @@
 -- Accept a signup: replay guard, rate limits, verification, first delivery. One round trip.
 -- Every key is in the verification's shard (chosen from what the limits count).
--- KEYS: 1 webhook-seen, 2 verification, 3 destination window, 4 site hour, 5 user index (hash),
+-- KEYS: 1 webhook-seen (read: earlier releases' records), 2 verification, 3 destination window, 4 site hour, 5 user index (hash),
 --       6 delivery, 7 due set, 8 verification deliveries (earlier releases' list), 9 expiring set, 10 stats,
 --       11 task stream, 12 phone-prefix hour (SMS only), 13 schedules hash, 14 schedules due,
 --       15 today's stats
--- ARGV: 1 now_ms, 2 replay_ttl_ms, 3 verification id (what a replay of the webhook finds),
+-- ARGV: 1 now_ms, 2 replay_ttl_ms (unused), 3 verification id (derived from the webhook-id),
 --       4 record_ttl_ms, 5 window_ms, 6 destination limit, 7 site limit, 8 site_ttl_ms,
 --       9 delivery id ('' = none), 10 requeue_at_ms, 11 expires_at_ms, 12 compact task entry (tasks.broker.CompactTask),
 --       13 stream maxlen, 14 phone-prefix limit (0: none), 15 its ttl_ms,
@@ -12,6 +12,14 @@
 --       19 channel, 20 verification json, 21 delivery json
 -- Two JSON objects rather than one argument per field: redis-py's cost is per argument.
 local now = tonumber(ARGV[1])
+-- The verification's id is derived from the webhook-id, so its hash is the replay record.
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  -- Written again (the same value) so that a WAIT after this script also covers the
+  -- verification, which another connection wrote and may not have replicated yet.
+  redis.call('HSET', KEYS[2], 'site', redis.call('HGET', KEYS[2], 'site'))
+  return {'replay', ARGV[3]}
+end
+-- A webhook-id record: of an earlier release's signup, or of a cancel that used this id.
 local seen = redis.call('GET', KEYS[1])
 if seen then
   -- Written again (same value and TTL) so that a WAIT after this script also covers the
@@ -56,5 +64,4 @@ if ARGV[16] ~= '' then
   redis.call('HSET', KEYS[13], ARGV[16], ARGV[17])
   redis.call('ZADD', KEYS[14], tonumber(ARGV[18]), ARGV[16])
 end
-redis.call('SET', KEYS[1], vid, 'PX', tonumber(ARGV[2]))
 return {'created'}

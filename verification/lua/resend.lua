@@ -14,7 +14,7 @@ if v.site == nil or v.site ~= ARGV[2] then return {'not_found'} end
 settle_expiry(sk, v, now, ARGV[15])
 if v.status ~= 'pending' then return {'inactive', v.status} end
 
-local since = now - tonumber(v.last_send_at)
+local since = now - tonumber(v.last_send_at or v.created_at)
 local cooldown = tonumber(ARGV[5])
 if since < cooldown then return {'limited', tostring(cooldown - since), 'cooldown'} end
 local wait = window_wait(KEYS[9], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
