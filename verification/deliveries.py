@@ -11,8 +11,43 @@ from redis.asyncio import Redis
 from verification.codes import CodeHasher, PayloadSealer
 from verification.durability import Durability
 from verification.keys import Keys, Layout, delivery_verification
-from verification.models import now_ms
+from verification.models import folded_delivery, now_ms
 from verification.scripts import Scripts, as_text
+
+
+async def read_deliveries(
+    redis: Redis, keys: Keys, v: dict[str, str], ids: list[str]
+) -> list[dict[str, str]]:
+    """The records of ``ids``, deliveries of the verification whose hash is ``v``.
+
+    Folded into ``v`` since 2026-12; earlier releases' have hashes of their own, read in
+    one round trip. Records that are gone are left out.
+    """
+    found = {did: folded_delivery(v, did) for did in ids}
+    own = [did for did, d in found.items() if d is None]
+    if own:
+        async with redis.pipeline(transaction=False) as pipe:
+            for did in own:
+                pipe.hgetall(keys.delivery(did))
+            for did, d in zip(own, await pipe.execute(), strict=True):
+                found[did] = cast(dict[str, str], d) or None
+    return [d for d in found.values() if d]
+
+
+async def read_delivery(redis: Redis, layout: Layout, delivery_id: str) -> dict[str, str]:
+    """One delivery's record with its ``verification_id`` ({} when it is gone)."""
+    keys = layout.of(delivery_id)
+    vid = delivery_verification(delivery_id)
+    if vid is not None:
+        v = cast(dict[str, str], await redis.hgetall(keys.verification(vid)))
+        d = folded_delivery(v, delivery_id)
+        if d is not None:
+            d["verification_id"] = vid
+            return d
+    d = cast(dict[str, str], await redis.hgetall(keys.delivery(delivery_id)))
+    if d and vid is not None:
+        d.setdefault("verification_id", vid)
+    return d
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +113,7 @@ class DeliveryStore:
             await self._durable.run(
                 self._scripts.claim,
                 [*keys.status(vid, now), keys.delivery(delivery_id), keys.due],
-                [now, lease_ms, delivery_id, token],
+                [now, lease_ms, delivery_id, token, vid],
                 promised=lambda r: bool(r) and as_text(r)[0] == "claimed",
             )
         )
@@ -113,14 +148,25 @@ class DeliveryStore:
 
     async def channel_of(self, delivery_id: str) -> str:
         """The delivery's channel ('' when it is gone), read without claiming it."""
-        raw = await self._redis.hget(self._layout.of(delivery_id).delivery(delivery_id), "channel")
-        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+        keys = self._layout.of(delivery_id)
+        vid = delivery_verification(delivery_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if vid is not None:  # folded into its verification's hash (_lib.lua)
+                pipe.hget(keys.verification(vid), f"{delivery_id[-8:]}.channel")
+            pipe.hget(keys.delivery(delivery_id), "channel")  # earlier releases' own hash
+            found = [c for c in await pipe.execute() if c]
+        raw = found[0] if found else ""
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
 
     async def extend(self, claim: Claim, lease_ms: int) -> bool:
         """Renew the lease of a running attempt; False if it is no longer ours."""
         keys = self._layout.of(claim.delivery_id)
         reply = await self._scripts.extend(
-            keys=[keys.delivery(claim.delivery_id), keys.due],
+            keys=[
+                keys.delivery(claim.delivery_id),
+                keys.due,
+                keys.verification(claim.verification_id),
+            ],
             args=[now_ms(), lease_ms, claim.delivery_id, claim.attempt],
         )
         return bool(reply)
@@ -155,6 +201,7 @@ class DeliveryStore:
                     claim.delivery_id,
                     claim.attempt,
                     "1" if maybe_sent else "0",
+                    verification_id,
                 ],
             )
         )

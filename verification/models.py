@@ -89,6 +89,22 @@ def stored_verification(verification_id: str, raw: dict[str, str]) -> dict[str, 
     return raw
 
 
+def folded_delivery(v: dict[str, str], delivery_id: str) -> dict[str, str] | None:
+    """A delivery's record from its verification's hash (``store_delivery`` in ``_lib.lua``).
+
+    None when the hash holds none of its fields: a delivery of an earlier release, with a
+    hash of its own.
+    """
+    prefix = delivery_id[-8:] + "."
+    d = {k[len(prefix) :]: value for k, value in v.items() if k.startswith(prefix)}
+    if not d:
+        return None
+    d["id"] = delivery_id
+    d.setdefault("purpose", "code")
+    d.setdefault("attempts", "0")
+    return d
+
+
 def delivery_resource(d: dict[str, str]) -> dict[str, Any]:
     """One delivery as the API shows it."""
     return {

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from config.settings import Settings
 from config.sites import EMAIL_CHANNELS, Channel, CodePolicy, SiteConfig
 from verification.codes import CodeHasher, LinkToken, PayloadSealer, generate_code
+from verification.deliveries import read_deliveries, read_delivery
 from verification.durability import Durability
 from verification.errors import ChannelUnavailable, NotFound, NotPending, RateLimited, Refused
 from verification.keys import Keys, Layout, delivery_ids, new_delivery_id
@@ -249,23 +250,25 @@ class VerificationService:
         code: str,
         now: int,
         purpose: str = "code",
-    ) -> tuple[dict[str, str], LinkToken]:
-        """A new delivery's record and the magic link it sends (derived from its id)."""
+    ) -> tuple[str, dict[str, str], LinkToken]:
+        """A new delivery's id, its record and the magic link it sends (derived from its id).
+
+        The record keeps what its id and defaults do not tell (``store_delivery`` in
+        ``_lib.lua``): no id, no verification id, no zero attempts, no ``code`` purpose.
+        """
         delivery_id = new_delivery_id(verification_id)
         delivery = {
-            "purpose": purpose,
-            "id": delivery_id,
-            "verification_id": verification_id,
             "channel": channel.value,
             "send_no": str(send_no),
             "status": DeliveryStatus.QUEUED.value,
-            "attempts": "0",
             "created_at": str(now),
-            # Only the code is sealed (short enough for Redis's compact hash encoding);
-            # the link is derived from the delivery id again when it is sent.
+            # Only the code is sealed; the link is derived from the delivery id again when
+            # it is sent.
             "secret": self._sealer.seal(code),
         }
-        return delivery, self._hasher.delivery_link(delivery_id, verification_id)
+        if purpose != "code":
+            delivery["purpose"] = purpose
+        return delivery_id, delivery, self._hasher.delivery_link(delivery_id, verification_id)
 
     def _policy(self, site: SiteConfig) -> CodePolicy:
         policy = self._policies.get(site.id)
@@ -283,13 +286,14 @@ class VerificationService:
         keys = self._layout.shards[shard]
         vid = self._layout.new_verification_id(shard, self._hasher.signup(site.id, webhook_id))
         code = generate_code(policy.digits)
+        delivery_id = ""
         delivery: dict[str, str] = {}
         message = b""
         if signup.channel == Channel.TELEGRAM:
             link = LinkToken.new(vid)  # never sent: the person comes through the bot
         else:
-            delivery, link = self._new_delivery(vid, signup.channel, 1, code, now)
-            message = self._queue.message(delivery["id"])
+            delivery_id, delivery, link = self._new_delivery(vid, signup.channel, 1, code, now)
+            message = self._queue.message(delivery_id)
         expires_at = now + policy.ttl_seconds * 1000
         verification = {
             "id": vid,  # the key names it: not stored (see stored_verification)
@@ -317,8 +321,8 @@ class VerificationService:
             for field, value in verification.items()
             if (value or field not in _OPTIONAL_FIELDS) and field != "id"
         }
-        public = {k: v for k, v in delivery.items() if k != "secret"}
-        resource = verification_resource(verification, [public] if delivery else [], now)
+        public = {"id": delivery_id, **delivery} if delivery_id else None
+        resource = verification_resource(verification, [public] if public else [], now)
         if signup.channel == Channel.TELEGRAM:
             resource["telegram_link"] = self.telegram_link(verification)
         hour = now // HOUR_MS
@@ -326,7 +330,6 @@ class VerificationService:
             keys, signup.channel, destination, hour
         )
         dest_key = keys.destination_window(self._hasher.index(destination.lower()))
-        delivery_id = delivery.get("id", "")
         reply = as_text(
             await self._durable.run(
                 self._scripts.create,
@@ -336,9 +339,7 @@ class VerificationService:
                     dest_key,
                     keys.site_hour(site.id, hour),
                     keys.user_index(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
-                    keys.delivery(delivery_id or "-"),
                     keys.due,
-                    keys.verification_deliveries(vid),
                     keys.expiring,
                     keys.stats,
                     keys.queue,
@@ -349,7 +350,6 @@ class VerificationService:
                 ],
                 [
                     now,
-                    self._settings.webhook_replay_seconds * 1000,
                     vid,
                     # The hash is also the webhook-id's replay record: kept as long as both.
                     max(
@@ -372,7 +372,6 @@ class VerificationService:
                     to_json(stored),
                     to_json(delivery),
                 ],
-                # The answer (new or replayed) is a 202; a refusal promises nothing.
                 promised=lambda r: bool(r) and as_text(r)[0] in {"created", "replay"},
             )
         )
@@ -450,10 +449,7 @@ class VerificationService:
             ids = cast(
                 list[str], await self._redis.lrange(keys.verification_deliveries(vid), 0, -1)
             )
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for did in ids:
-                pipe.hgetall(keys.delivery(did))
-            deliveries = [d for d in await pipe.execute() if d]
+        deliveries = await read_deliveries(self._redis, keys, v, ids)
         return verification_resource(v, deliveries, now_ms(), self.telegram_link(v))
 
     def unsubscribed_address(self, token: str) -> str | None:
@@ -555,7 +551,7 @@ class VerificationService:
         now = now_ms()
         code = generate_code(policy.digits)
         expires_at = now + policy.ttl_seconds * 1000
-        delivery, link = self._new_delivery(vid, chosen, 0, code, now, purpose)
+        delivery_id, delivery, link = self._new_delivery(vid, chosen, 0, code, now, purpose)
         hour = now // HOUR_MS
         # Everything in the verification's shard. A resend by another channel counts the
         # new destination's sends there too, not in that destination's own shard: the
@@ -568,7 +564,6 @@ class VerificationService:
                     *keys.status(vid, now),
                     keys.destination_window(self._hasher.index(destination.lower())),
                     keys.site_hour(site.id, hour),
-                    keys.delivery(delivery["id"]),
                     keys.due,
                     keys.verification_deliveries(vid),
                     keys.queue,
@@ -585,13 +580,13 @@ class VerificationService:
                     policy.sends_per_destination,
                     self._site_limit(policy),
                     (hour + 1) * HOUR_MS - now,
-                    delivery["id"],
+                    delivery_id,
                     json.dumps(delivery),
                     now + int(self._settings.queue.requeue_after_seconds * 1000),
                     expires_at - now + self._settings.retention_seconds * 1000,
                     chosen.value,
                     vid,
-                    self._queue.message(delivery["id"]),
+                    self._queue.message(delivery_id),
                     self._queue.maxlen,
                     self._hasher.link(link),
                     destination,
@@ -638,7 +633,7 @@ class VerificationService:
         for keys in self._layout.shards:
             ids = cast(list[str], await self._redis.lrange(keys.dead_letters, 0, limit - 1))
             for did in ids:
-                d = cast(dict[str, str], await self._redis.hgetall(keys.delivery(did)))
+                d = await read_delivery(self._redis, self._layout, did)
                 if not d:
                     continue
                 vid = d.get("verification_id", "")
@@ -666,7 +661,7 @@ class VerificationService:
         Raises :class:`NotFound`, or :class:`Refused` with the reason when it cannot be.
         """
         keys = self._layout.of(delivery_id)
-        d = cast(dict[str, str], await self._redis.hgetall(keys.delivery(delivery_id)))
+        d = await read_delivery(self._redis, self._layout, delivery_id)
         if not d:
             raise NotFound("no such delivery")
         vid = d["verification_id"]
@@ -676,13 +671,12 @@ class VerificationService:
             raise Refused("the verification's site is no longer configured")
         code = generate_code(self._policy(site).digits)
         now = now_ms()
-        new, link = self._new_delivery(vid, Channel(d["channel"]), 0, code, now)
+        new_id, new, link = self._new_delivery(vid, Channel(d["channel"]), 0, code, now)
         reply = as_text(
             await self._scripts.replay(
                 keys=[
                     *keys.status(vid, now),
                     keys.delivery(delivery_id),
-                    keys.delivery(new["id"]),
                     keys.due,
                     keys.verification_deliveries(vid),
                     keys.queue,
@@ -691,12 +685,13 @@ class VerificationService:
                 args=[
                     now,
                     delivery_id,
-                    new["id"],
+                    new_id,
                     json.dumps(new),
                     self._hasher.code(vid, code),
-                    self._queue.message(new["id"]),
+                    self._queue.message(new_id),
                     self._queue.maxlen,
                     self._hasher.link(link),
+                    vid,
                 ],
             )
         )

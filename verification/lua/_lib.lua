@@ -104,6 +104,58 @@ local function approve(sk, v, now, vid, how)
   finish(sk, v, now, vid, 'approved')
 end
 
+-- A delivery's record. Since 2026-12 its fields live in its verification's hash, each
+-- named '<last 8 characters of its id>.<field>' (no key, no TTL of its own: a third of a
+-- pending verification's memory). Deliveries of earlier releases keep a hash of their own
+-- (own_key), used while it exists.
+local DELIVERY_FIELDS = {'status', 'attempts', 'channel', 'send_no', 'created_at', 'secret',
+  'purpose', 'lease_until', 'lease_token', 'provider_id', 'error', 'finished_at',
+  'next_attempt_at', 'replayed_by'}
+
+local function delivery_ref(own_key, v_key, did)
+  if redis.call('EXISTS', own_key) == 1 then return {key = own_key, pre = ''} end
+  return {key = v_key, pre = string.sub(did, -8) .. '.'}
+end
+
+local function dget(ref)
+  if ref.pre == '' then return hgetall_map(ref.key) end
+  local names = {}
+  for i, f in ipairs(DELIVERY_FIELDS) do names[i] = ref.pre .. f end
+  local values = redis.call('HMGET', ref.key, unpack(names))
+  local d = {}
+  for i, f in ipairs(DELIVERY_FIELDS) do
+    if values[i] then d[f] = values[i] end
+  end
+  return d
+end
+
+local function dset(ref, ...)
+  local args = {...}
+  for i = 1, #args, 2 do args[i] = ref.pre .. args[i] end
+  redis.call('HSET', ref.key, unpack(args))
+end
+
+local function ddel(ref, ...)
+  local args = {...}
+  for i = 1, #args do args[i] = ref.pre .. args[i] end
+  redis.call('HDEL', ref.key, unpack(args))
+end
+
+local function dincr(ref, field, by)
+  return redis.call('HINCRBY', ref.key, ref.pre .. field, by)
+end
+
+-- A new delivery's fields (a map) into its verification's hash.
+local function store_delivery(v_key, did, fields)
+  local pre = string.sub(did, -8) .. '.'
+  local args = {}
+  for k, v in pairs(fields) do
+    args[#args + 1] = pre .. k
+    args[#args + 1] = tostring(v)
+  end
+  redis.call('HSET', v_key, unpack(args))
+end
+
 -- A verification's deliveries, oldest first: the 8-hex tails of their ids in its hash's
 -- 'deliveries' field (ids are dlv_<verification hex>_<8 hex>), so the hash stays compact
 -- for up to seven sends. Verifications of releases before 2026-12 keep a list of their

@@ -2,11 +2,14 @@
 -- the task from sending while this one runs; the due-set entry brings it back if we die.
 -- The delivery id names its verification, so the worker passes both in one round trip.
 -- KEYS 1-8: the status keys (see status_keys in _lib.lua) of the delivery's verification
--- KEYS: 9 delivery, 10 due set
--- ARGV: 1 now_ms, 2 lease_ms, 3 delivery id, 4 lease token
+-- KEYS: 9 delivery's own hash (earlier releases), 10 due set
+-- ARGV: 1 now_ms, 2 lease_ms, 3 delivery id, 4 lease token, 5 verification id
 -- A retry with the same token (its first reply was lost) gets the same attempt back.
 local now = tonumber(ARGV[1])
-local d = hgetall_map(KEYS[9])
+local vid = ARGV[5]
+local sk = status_keys()
+local ref = delivery_ref(KEYS[9], sk.v, ARGV[3])
+local d = dget(ref)
 if d.status == nil then
   redis.call('ZREM', KEYS[10], ARGV[3])
   return {'gone'}
@@ -18,13 +21,12 @@ end
 local reissue = tonumber(d.lease_until or '0') > now
 if reissue and d.lease_token ~= ARGV[4] then return {'busy'} end
 
-local sk = status_keys()
 local v = hgetall_map(sk.v)
 local reason = nil
 if v.site == nil then
   reason = 'verification no longer exists'
 else
-  settle_expiry(sk, v, now, d.verification_id)
+  settle_expiry(sk, v, now, vid)
   if v.status ~= 'pending' then
     reason = 'verification is ' .. v.status
   elseif tonumber(v.sends) ~= tonumber(d.send_no) then
@@ -32,17 +34,19 @@ else
   end
 end
 if reason then
-  redis.call('HSET', KEYS[9], 'status', 'failed', 'error', reason, 'finished_at', now)
-  redis.call('HDEL', KEYS[9], 'secret', 'lease_until', 'lease_token')
+  if v.site ~= nil or ref.pre == '' then
+    dset(ref, 'status', 'failed', 'error', reason, 'finished_at', now)
+    ddel(ref, 'secret', 'lease_until', 'lease_token')
+  end
   redis.call('ZREM', KEYS[10], ARGV[3])
   redis.call('HINCRBY', sk.stats, 'deliveries:skipped:' .. d.channel, 1)
   return {'skipped', reason}
 end
 
 local attempts = tonumber(d.attempts or '0')
-if not reissue then attempts = redis.call('HINCRBY', KEYS[9], 'attempts', 1) end
+if not reissue then attempts = dincr(ref, 'attempts', 1) end
 local lease_until = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[9], 'lease_until', lease_until, 'lease_token', ARGV[4])
+dset(ref, 'lease_until', lease_until, 'lease_token', ARGV[4])
 redis.call('ZADD', KEYS[10], lease_until, ARGV[3])
 return {'claimed', tostring(attempts), d.secret or '', v.destination, v.locale, v.site, d.channel,
-  v.expires_at, d.verification_id, d.purpose or 'code'}
+  v.expires_at, vid, d.purpose or 'code'}

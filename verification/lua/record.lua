@@ -1,18 +1,19 @@
 -- Record the outcome of one send attempt.
 -- KEYS 1-8: the status keys (see status_keys in _lib.lua) of the delivery's verification
--- KEYS: 9 delivery, 10 due set, 11 dead letters
+-- KEYS: 9 delivery's own hash (earlier releases), 10 due set, 11 dead letters
 -- ARGV: 1 now_ms, 2 outcome (sent|failed|retry), 3 provider id, 4 error, 5 next_at_ms,
 --       6 delivery id, 7 attempt number this outcome belongs to, 8 '1': a failure that
---       may still have reached the person (keeps the verification open)
+--       may still have reached the person (keeps the verification open), 9 verification id
 local now = tonumber(ARGV[1])
 local sk = status_keys()
-local d = hgetall_map(KEYS[9])
+local ref = delivery_ref(KEYS[9], sk.v, ARGV[6])
+local d = dget(ref)
 if d.status == nil or d.status == 'sent' or d.status == 'failed' then return {'ignored'} end
 if tonumber(d.attempts or '0') ~= tonumber(ARGV[7]) then return {'ignored'} end
 local outcome = ARGV[2]
 if outcome == 'sent' then
-  redis.call('HSET', KEYS[9], 'status', 'sent', 'provider_id', ARGV[3], 'finished_at', now)
-  redis.call('HDEL', KEYS[9], 'secret', 'lease_until', 'lease_token', 'error', 'next_attempt_at')
+  dset(ref, 'status', 'sent', 'provider_id', ARGV[3], 'finished_at', now)
+  ddel(ref, 'secret', 'lease_until', 'lease_token', 'error', 'next_attempt_at')
   redis.call('ZREM', KEYS[10], ARGV[6])
   redis.call('HINCRBY', sk.stats, 'deliveries:sent:' .. d.channel, 1)
   -- Queue-to-sent latency histogram (ms buckets, cumulative like Prometheus).
@@ -25,8 +26,8 @@ if outcome == 'sent' then
   return {'sent'}
 end
 if outcome == 'failed' then
-  redis.call('HSET', KEYS[9], 'status', 'failed', 'error', ARGV[4], 'finished_at', now)
-  redis.call('HDEL', KEYS[9], 'secret', 'lease_until', 'lease_token', 'next_attempt_at')
+  dset(ref, 'status', 'failed', 'error', ARGV[4], 'finished_at', now)
+  ddel(ref, 'secret', 'lease_until', 'lease_token', 'next_attempt_at')
   redis.call('ZREM', KEYS[10], ARGV[6])
   redis.call('LPUSH', KEYS[11], ARGV[6])
   redis.call('LTRIM', KEYS[11], 0, 9999)
@@ -36,12 +37,12 @@ if outcome == 'failed' then
   -- The latest send failing for good fails the verification: nobody can get the code.
   local v = hgetall_map(sk.v)
   if ARGV[8] ~= '1' and v.status == 'pending' and tonumber(v.sends) == tonumber(d.send_no) then
-    finish(sk, v, now, d.verification_id, 'failed')
+    finish(sk, v, now, ARGV[9], 'failed')
   end
   return {'failed'}
 end
-redis.call('HSET', KEYS[9], 'error', ARGV[4], 'next_attempt_at', ARGV[5])
-redis.call('HDEL', KEYS[9], 'lease_until', 'lease_token')
+dset(ref, 'error', ARGV[4], 'next_attempt_at', ARGV[5])
+ddel(ref, 'lease_until', 'lease_token')
 redis.call('ZADD', KEYS[10], tonumber(ARGV[5]), ARGV[6])
 redis.call('HINCRBY', sk.stats, 'deliveries:retried:' .. d.channel, 1)
 return {'retry'}

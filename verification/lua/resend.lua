@@ -1,7 +1,8 @@
 -- Issue a new code for a pending verification (the old one stops working) and queue it.
 -- KEYS 1-8: the status keys (see status_keys in _lib.lua)
--- KEYS: 9 destination window, 10 site hour, 11 delivery, 12 due set,
---       13 verification deliveries, 14 task stream, 15 phone-prefix hour (SMS only)
+-- KEYS: 9 destination window, 10 site hour, 11 due set,
+--       12 verification deliveries (earlier releases' list), 13 task stream,
+--       14 phone-prefix hour (SMS only)
 -- ARGV: 1 now_ms, 2 site, 3 new code hash, 4 expires_at_ms, 5 cooldown_ms, 6 window_ms,
 --       7 destination limit, 8 site limit, 9 site_ttl_ms, 10 delivery id, 11 delivery json,
 --       12 requeue_at_ms, 13 record_ttl_ms, 14 channel, 15 verification id,
@@ -23,7 +24,7 @@ wait = counter_wait(KEYS[10], tonumber(ARGV[8]))
 if wait > 0 then return {'limited', tostring(wait), 'site'} end
 local prefix_limit = tonumber(ARGV[20])
 if prefix_limit > 0 then
-  wait = counter_wait(KEYS[15], prefix_limit)
+  wait = counter_wait(KEYS[14], prefix_limit)
   if wait > 0 then return {'limited', tostring(wait), 'prefix'} end
 end
 
@@ -34,13 +35,12 @@ local ttl = tonumber(ARGV[13])
 redis.call('HSET', sk.v, 'code_hash', ARGV[3], 'link_hash', ARGV[18], 'expires_at', ARGV[4],
   'last_send_at', now, 'channel', ARGV[14], 'destination', ARGV[19], 'updated_at', now)
 redis.call('PEXPIRE', sk.v, ttl)
-hset_map(KEYS[11], delivery)
-redis.call('PEXPIRE', KEYS[11], ttl)
-add_delivery(KEYS[1], KEYS[13], ARGV[10], ttl)
-redis.call('ZADD', KEYS[12], tonumber(ARGV[12]), ARGV[10])
+store_delivery(KEYS[1], ARGV[10], delivery)
+add_delivery(KEYS[1], KEYS[12], ARGV[10], ttl)
+redis.call('ZADD', KEYS[11], tonumber(ARGV[12]), ARGV[10])
 redis.call('ZADD', sk.expiring, tonumber(ARGV[4]), ARGV[15])
 record_send(KEYS[9], now, tonumber(ARGV[6]), ARGV[10], KEYS[10], tonumber(ARGV[9]))
-if prefix_limit > 0 then count_send(KEYS[15], tonumber(ARGV[21])) end
+if prefix_limit > 0 then count_send(KEYS[14], tonumber(ARGV[21])) end
 redis.call('HINCRBY', sk.stats, 'deliveries:queued:' .. ARGV[14], 1)
-redis.call('XADD', KEYS[14], 'MAXLEN', '~', ARGV[17], '*', 'd', ARGV[16])
+redis.call('XADD', KEYS[13], 'MAXLEN', '~', ARGV[17], '*', 'd', ARGV[16])
 return {'sent', tostring(sends)}
