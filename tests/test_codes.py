@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import re
 import time
@@ -10,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -26,6 +30,7 @@ from tests.conftest import (
     signup_event,
     wait_for,
 )
+from verification.codes import InvalidTag, PayloadSealer
 from verification.deliveries import DeliveryStore
 from verification.keys import Keys
 from webhooks.app import create_app
@@ -548,3 +553,26 @@ async def test_codes_are_stored_only_hashed(
     assert not any(alone.search(f"{r.getMessage()} {vars(r)}") for r in ours), "the code was logged"
     # It still works: it is kept, just not readably.
     assert (await _check(client, vid, code))["valid"] is True
+
+
+# --- sealed codes ------------------------------------------------------------------------------
+
+
+def test_a_sealed_code_opens_only_for_its_own_delivery() -> None:
+    sealer = PayloadSealer(b"k" * 32)
+    sealed = sealer.seal("123456", "dlv_aa_00000001")
+    assert "123456" not in sealed
+    assert sealer.open(sealed, "dlv_aa_00000001") == "123456"
+    with pytest.raises(InvalidTag):
+        sealer.open(sealed, "dlv_aa_00000002")
+    with pytest.raises(InvalidTag):
+        PayloadSealer(b"x" * 32).open(sealed, "dlv_aa_00000001")
+
+
+def test_codes_sealed_by_earlier_releases_still_open() -> None:
+    # v1: AES-GCM under the same master key, random nonce stored before the ciphertext.
+    master = b"k" * 32
+    aead = AESGCM(hmac.new(master, b"tidings/payload", hashlib.sha256).digest())
+    nonce = b"n" * 12
+    v1 = "v1." + base64.urlsafe_b64encode(nonce + aead.encrypt(nonce, b"654321", None)).decode()
+    assert PayloadSealer(master).open(v1, "dlv_any_00000001") == "654321"

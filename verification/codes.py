@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 
 __all__ = ["CodeHasher", "InvalidTag", "LinkToken", "PayloadSealer", "generate_code", "new_id"]
 
@@ -75,14 +75,18 @@ class CodeHasher:
         self._signup_key = _subkey(master_key, "signup")
 
     def code(self, verification_id: str, code: str) -> str:
-        """Hash of ``code`` bound to one verification."""
+        """Hash of ``code`` bound to one verification (128 bits, as 32 hex digits).
+
+        Half an HMAC-SHA256 is plenty for a value that is only ever compared; records of
+        earlier releases keep all 64 digits and are compared by their first 32.
+        """
         message = f"{verification_id}:{code}".encode()
-        return hmac.new(self._code_key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._code_key, message, hashlib.sha256).hexdigest()[:32]
 
     def link(self, token: LinkToken) -> str:
-        """Hash of a magic link's secret, bound to its verification."""
+        """Hash of a magic link's secret, bound to its verification (as :meth:`code`)."""
         message = f"{token.verification_id}:{token.secret}".encode()
-        return hmac.new(self._link_key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self._link_key, message, hashlib.sha256).hexdigest()[:32]
 
     def delivery_link(self, delivery_id: str, verification_id: str) -> LinkToken:
         """The magic link a delivery sends: its secret derived from the delivery's id.
@@ -147,24 +151,35 @@ class CodeHasher:
 class PayloadSealer:
     """Encrypts what a worker must send (the code) while it waits in Redis.
 
-    AES-256-GCM with a random 96-bit nonce; the sealed form is ``v1.`` + base64url of
-    nonce and ciphertext, so the format can change later without ambiguity.
+    ``v2.`` (since 2026-12): AES-256-GCM-SIV with the nonce derived from the delivery's
+    id, which is also authenticated, so the sealed code is bound to its delivery and only
+    ciphertext and tag are stored (base64url). SIV because a derived nonce could repeat
+    (two deliveries of one verification with the same random tail): then it reveals only
+    whether the two codes are equal. ``v1.`` (earlier releases, still opened): AES-256-GCM
+    with a random 96-bit nonce stored before the ciphertext.
     """
 
-    _VERSION = "v1."
+    _V1 = "v1."
+    _V2 = "v2."
 
     def __init__(self, master_key: bytes) -> None:
         self._aead = AESGCM(_subkey(master_key, "payload"))
+        self._siv = AESGCMSIV(_subkey(master_key, "payload-siv"))
 
-    def seal(self, plaintext: str) -> str:
-        """Encrypt and authenticate ``plaintext``."""
-        nonce = secrets.token_bytes(12)
-        sealed = nonce + self._aead.encrypt(nonce, plaintext.encode(), None)
-        return self._VERSION + base64.urlsafe_b64encode(sealed).decode()
+    def seal(self, plaintext: str, context: str) -> str:
+        """Encrypt and authenticate ``plaintext`` for one ``context`` (a delivery id)."""
+        nonce = hashlib.sha256(context.encode()).digest()[:12]
+        sealed = self._siv.encrypt(nonce, plaintext.encode(), context.encode())
+        return self._V2 + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
-    def open(self, token: str) -> str:
+    def open(self, token: str, context: str) -> str:
         """Decrypt a sealed payload; raises :class:`InvalidTag` if tampered with."""
-        if not token.startswith(self._VERSION):
+        if token.startswith(self._V2):
+            body = token[len(self._V2) :]
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+            nonce = hashlib.sha256(context.encode()).digest()[:12]
+            return self._siv.decrypt(nonce, raw, context.encode()).decode()
+        if not token.startswith(self._V1):
             raise InvalidTag
-        raw = base64.urlsafe_b64decode(token[len(self._VERSION) :])
+        raw = base64.urlsafe_b64decode(token[len(self._V1) :])
         return self._aead.decrypt(raw[:12], raw[12:], None).decode()

@@ -140,7 +140,7 @@ class DeliveryStore:
         The sealed secret holds the code; the link is derived from the delivery's id.
         Deliveries queued by earlier releases seal both as JSON.
         """
-        opened = self._sealer.open(sealed)
+        opened = self._sealer.open(sealed, delivery_id)
         if opened.startswith("{"):
             payload = json.loads(opened)
             return payload["code"], payload.get("link", "")

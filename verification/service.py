@@ -264,7 +264,7 @@ class VerificationService:
             "created_at": str(now),
             # Only the code is sealed; the link is derived from the delivery id again when
             # it is sent.
-            "secret": self._sealer.seal(code),
+            "secret": self._sealer.seal(code, delivery_id),
         }
         if purpose != "code":
             delivery["purpose"] = purpose

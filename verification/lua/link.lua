@@ -10,7 +10,10 @@ local now = tonumber(ARGV[1])
 local sk = status_keys()
 local v = hgetall_map(sk.v)
 if v.site == nil then return {'not_found', '', ''} end
-if v.link_hash == nil or v.link_hash ~= ARGV[2] then return {'invalid', v.site, v.locale} end
+-- Hashes are 32 hex digits; earlier releases stored 64, of which the first 32 compare.
+if v.link_hash == nil or string.sub(v.link_hash, 1, 32) ~= ARGV[2] then
+  return {'invalid', v.site, v.locale}
+end
 settle_expiry(sk, v, now, ARGV[3])
 if v.status == 'approved' then return {'used', v.site, v.locale} end
 if v.status ~= 'pending' then return {v.status, v.site, v.locale} end
