@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import secrets
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid
+from functools import lru_cache
 from typing import Any
+
+from jinja2 import Template
 
 from config.branding import BrandingSettings, resolve_brand
 from config.settings import EmailSettings, Settings
 from config.sites import SUPPORTED_LOCALES, SiteConfig
 from config.templates import TemplateSet, build_templates
 from tasks.email.addresses import wire_address
+from tasks.email.stencils import Stencil, shape, stencil
 
 # SMTP wants CRLF line ends on the wire.
 CRLF = "\r\n"
+# Stencils kept per renderer: sites x locales x templates x shapes stays far below.
+_MAX_STENCILS = 4096
 
 
+@lru_cache(maxsize=1024)
 def _header(value: str) -> str:
     """A header value on one line; non-ASCII as RFC 2047 encoded words."""
+    # Cached: subjects repeat per site and locale, and encoding one costs tens of us.
     value = " ".join(value.splitlines())
     return value if value.isascii() else Header(value, "utf-8").encode(linesep=CRLF)
+
+
+@lru_cache(maxsize=2)
+def _date_at(second: int) -> str:
+    return formatdate(second, localtime=True)
+
+
+def _date() -> str:
+    """The Date header's value for now (local time), worked out once a second."""
+    return _date_at(int(time.time()))
+
+
+def _base64(body: str) -> str:
+    """A part's text as base64 lines of 76 characters (RFC 2045) with CRLF between them."""
+    # One b2a_base64 call, then cut: base64.encodebytes calls it once per line.
+    data = binascii.b2a_base64(body.encode(), newline=False).decode("ascii")
+    return CRLF.join([data[i : i + 76] for i in range(0, len(data), 76)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +117,8 @@ class EmailRenderer:
         branding = branding or BrandingSettings()
         self._default = _sender(settings, branding, None)
         self._senders = {site.id: _sender(settings, branding, site) for site in sites}
+        # (template, locale, site, shape) -> the three parts' stencils, or None: Jinja.
+        self._stencils: dict[tuple[Any, ...], tuple[Stencil, Stencil, Stencil] | None] = {}
 
     @classmethod
     def for_settings(cls, settings: Settings) -> EmailRenderer:
@@ -125,19 +153,15 @@ class EmailRenderer:
         """
         lang = locale if locale in SUPPORTED_LOCALES else "en"
         sender = self._senders.get(site, self._default) if site is not None else self._default
-        variables = {**sender.brand, **context}
-
-        def part(kind: str) -> str:
-            return self._templates.get(f"{lang}/{template}.{kind}.j2", site).render(variables)
-
-        subject, text, html = part("subject").strip(), part("txt"), part("html")
+        subject, text, html = self._parts(template, lang, site, sender, context)
+        subject = subject.strip()
         message_id = make_msgid(domain=sender.domain)
         recipient = wire_address(to)
         fields = {
             "MIME-Version": "1.0",
             "Subject": subject,
             "From": sender.header,
-            "Date": formatdate(localtime=True),
+            "Date": _date(),
             "Message-ID": message_id,
             "Auto-Submitted": "auto-generated",
             **(headers or {}),
@@ -154,7 +178,7 @@ class EmailRenderer:
                 f'Content-Type: text/{subtype}; charset="utf-8"',
                 "Content-Transfer-Encoding: base64",
                 "",
-                base64.encodebytes(body.encode()).decode().rstrip("\n").replace("\n", CRLF),
+                _base64(body),
             ]
         lines += [f"--{boundary}--", ""]
         return RenderedEmail(
@@ -169,3 +193,43 @@ class EmailRenderer:
             smtputf8=recipient.smtputf8,
             sender=sender.readable,
         )
+
+    def _parts(
+        self, template: str, lang: str, site: str | None, sender: _Sender, context: dict[str, Any]
+    ) -> tuple[str, str, str]:
+        """Subject, text and HTML of a message: from its stencils, else from Jinja."""
+        key = shape(context)
+        if key is not None:
+            cache_key = (template, lang, site, key)
+            if cache_key in self._stencils:
+                cut = self._stencils[cache_key]
+            else:
+                cut = self._cut(template, lang, site, sender, context)
+                if len(self._stencils) < _MAX_STENCILS:
+                    self._stencils[cache_key] = cut
+            if cut is not None:
+                subject, text, html = cut
+                return subject.fill(context), text.fill(context), html.fill(context)
+        variables = {**sender.brand, **context}
+        return (
+            self._template(template, lang, "subject", site).render(variables),
+            self._template(template, lang, "txt", site).render(variables),
+            self._template(template, lang, "html", site).render(variables),
+        )
+
+    def _template(self, template: str, lang: str, kind: str, site: str | None) -> Template:
+        return self._templates.get(f"{lang}/{template}.{kind}.j2", site)
+
+    def _cut(
+        self, template: str, lang: str, site: str | None, sender: _Sender, context: dict[str, Any]
+    ) -> tuple[Stencil, Stencil, Stencil] | None:
+        """Stencils of the three parts, if all three take them and match Jinja's output."""
+        cut = []
+        for kind in ("subject", "txt", "html"):
+            compiled = self._template(template, lang, kind, site)
+            made = stencil(compiled, sender.brand, context)
+            # The first message of each shape checks the stencil against Jinja itself.
+            if made is None or made.fill(context) != compiled.render({**sender.brand, **context}):
+                return None
+            cut.append(made)
+        return cut[0], cut[1], cut[2]
