@@ -30,9 +30,10 @@ from tests.conftest import (
     signup_event,
     wait_for,
 )
-from verification.codes import InvalidTag, PayloadSealer
+from verification.codes import CodeHasher, InvalidTag, PayloadSealer
 from verification.deliveries import DeliveryStore
 from verification.keys import Keys
+from verification.models import now_ms
 from webhooks.app import create_app
 
 MakeClient = Callable[[Settings], Awaitable[TestClient]]
@@ -290,6 +291,27 @@ async def test_sends_per_destination_limit(
     assert len(_to(smtp, "alice@example.com")) == 3
     assert messages[3]["To"] == "carol@example.com"
     assert len(messages) == 4
+
+
+async def test_a_send_late_in_the_previous_window_bucket_still_counts(
+    make_settings: Callable[..., Settings], make_client: MakeClient, redis: Redis
+) -> None:
+    # Sends are kept in buckets one window long; a send made a minute ago may sit in the
+    # bucket before the current one, and must count all the same.
+    settings = make_settings(codes={"sends_per_destination": 1})
+    client = await make_client(settings)
+    window = 600_000
+    now = now_ms()
+    previous = Keys(settings.redis_prefix).destination_windows(window, now // window - 1)
+    field = CodeHasher(settings.require_secret_key()).index("alice@example.com")[:24]
+    await redis.hset(previous, field, str(now - 60_000))
+
+    response = await post_event(client, signup_event(user_id="u-1"))
+    await _problem(response, 429)
+    assert 530 <= int(response.headers["Retry-After"]) <= 540
+
+    await redis.hset(previous, field, str(now - window - 1))  # left the window: no longer counts
+    assert (await post_event(client, signup_event(user_id="u-2"))).status == 202
 
 
 async def test_site_hourly_cap_and_429_is_not_remembered_for_the_webhook_id(

@@ -90,9 +90,14 @@ class Keys:
         """First answer given to one inbound ``webhook-id``."""
         return f"{self.prefix}:wh:{site}:{webhook_id}"
 
-    def destination_window(self, destination_digest: str) -> str:
-        """Sliding window of sends to one address or number."""
-        return f"{self.prefix}:rl:dest:{destination_digest}"
+    def destination_windows(self, window_ms: int, bucket: int) -> str:
+        """Hash of address or number digest → its sends in one bucket of time.
+
+        A bucket is one window long (``window_sends`` in ``_lib.lua``): a field per
+        address rather than a key each. Releases before 2026-12 kept a sorted set per
+        address (``rl:dest:<digest>``, gone 10 minutes after its last send).
+        """
+        return f"{self.prefix}:rl:dw:{window_ms // 1000}:{bucket}"
 
     def site_hour(self, site: str, hour: int) -> str:
         """Sends of one site in one clock hour."""

@@ -238,6 +238,10 @@ class VerificationService:
             what = f"{site.id}:{signup.user_id}"
         return self._layout.shard_for(self._hasher.index(what))
 
+    def _window_field(self, destination: str) -> str:
+        """The destination's field in its window buckets (96 bits of a keyed hash)."""
+        return self._hasher.index(destination.lower())[:24]
+
     def _site_limit(self, policy: CodePolicy) -> int:
         """The site's hourly cap as counted in one shard: the cap shared out over shards."""
         return math.ceil(policy.site_sends_per_hour / self._layout.count)
@@ -326,17 +330,17 @@ class VerificationService:
         if signup.channel == Channel.TELEGRAM:
             resource["telegram_link"] = self.telegram_link(verification)
         hour = now // HOUR_MS
+        window = policy.destination_window_seconds * 1000
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(
             keys, signup.channel, destination, hour
         )
-        dest_key = keys.destination_window(self._hasher.index(destination.lower()))
         reply = as_text(
             await self._durable.run(
                 self._scripts.create,
                 [
                     keys.webhook_seen(site.id, webhook_id),
                     keys.verification(vid),
-                    dest_key,
+                    keys.destination_windows(window, now // window),
                     keys.site_hour(site.id, hour),
                     keys.user_index(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
                     keys.due,
@@ -347,6 +351,7 @@ class VerificationService:
                     keys.schedules,
                     keys.schedules_due,
                     keys.stats_day(now // 86_400_000),
+                    keys.destination_windows(window, now // window - 1),
                 ],
                 [
                     now,
@@ -356,7 +361,7 @@ class VerificationService:
                         expires_at - now + self._settings.retention_seconds * 1000,
                         self._settings.webhook_replay_seconds * 1000,
                     ),
-                    policy.destination_window_seconds * 1000,
+                    window,
                     policy.sends_per_destination,
                     self._site_limit(policy),
                     (hour + 1) * HOUR_MS - now,
@@ -371,6 +376,7 @@ class VerificationService:
                     signup.channel.value,
                     to_json(stored),
                     to_json(delivery),
+                    self._window_field(destination),
                 ],
                 promised=lambda r: bool(r) and as_text(r)[0] in {"created", "replay"},
             )
@@ -557,17 +563,19 @@ class VerificationService:
         # new destination's sends there too, not in that destination's own shard: the
         # limits stay one atomic step, at the price of a per-shard count for such resends.
         keys = self._layout.of(vid)
+        window = policy.destination_window_seconds * 1000
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(keys, chosen, destination, hour)
         reply = as_text(
             await self._scripts.resend(
                 keys=[
                     *keys.status(vid, now),
-                    keys.destination_window(self._hasher.index(destination.lower())),
+                    keys.destination_windows(window, now // window),
                     keys.site_hour(site.id, hour),
                     keys.due,
                     keys.verification_deliveries(vid),
                     keys.queue,
                     prefix_key,
+                    keys.destination_windows(window, now // window - 1),
                 ],
                 args=[
                     now,
@@ -576,7 +584,7 @@ class VerificationService:
                     expires_at,
                     # The cooldown stops people hammering resend; a reminder is ours.
                     0 if purpose == "reminder" else policy.resend_cooldown_seconds * 1000,
-                    policy.destination_window_seconds * 1000,
+                    window,
                     policy.sends_per_destination,
                     self._site_limit(policy),
                     (hour + 1) * HOUR_MS - now,
@@ -592,6 +600,7 @@ class VerificationService:
                     destination,
                     prefix_limit,
                     prefix_ttl,
+                    self._window_field(destination),
                 ],
             )
         )

@@ -15,12 +15,28 @@ local function hset_map(key, map)
   if #args > 0 then redis.call('HSET', key, unpack(args)) end
 end
 
+-- Sends to one address or number in the last `window` ms. Time is cut into buckets one
+-- window long; each bucket is a hash (address digest -> its send times in that bucket,
+-- space-separated ms), expiring a window after it ends. So an address costs a field,
+-- not a key, and nothing needs pruning. The window spans this bucket and the previous.
+local function window_sends(cur, prev, field, now, window)
+  local sends = {}
+  for _, key in ipairs({prev, cur}) do
+    local raw = redis.call('HGET', key, field)
+    if raw then
+      for t in string.gmatch(raw, '%d+') do
+        if tonumber(t) > now - window then sends[#sends + 1] = t end
+      end
+    end
+  end
+  return sends
+end
+
 -- Milliseconds until a send to this destination is allowed (0 = now).
-local function window_wait(key, now, window, limit)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if redis.call('ZCARD', key) >= limit then
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    return math.max(tonumber(oldest[2]) + window - now, 1)
+local function window_wait(cur, prev, field, now, window, limit)
+  local sends = window_sends(cur, prev, field, now, window)
+  if #sends >= limit then
+    return math.max(tonumber(sends[#sends - limit + 1]) + window - now, 1)
   end
   return 0
 end
@@ -35,10 +51,12 @@ local function count_send(key, ttl)
   if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ttl) end
 end
 
-local function record_send(dest_key, now, window, member, site_key, site_ttl)
-  -- The member only needs to be unique among one destination's few sends: an id's tail.
-  redis.call('ZADD', dest_key, now, string.sub(member, -8))
-  redis.call('PEXPIRE', dest_key, window)
+local function record_send(cur, field, now, window, site_key, site_ttl)
+  local stamp = string.format('%.0f', now)
+  local raw = redis.call('HGET', cur, field)
+  redis.call('HSET', cur, field, raw and (raw .. ' ' .. stamp) or stamp)
+  -- The bucket is read until a window after it ends.
+  redis.call('PEXPIREAT', cur, (math.floor(now / window) + 2) * window)
   count_send(site_key, site_ttl)
 end
 

@@ -1,16 +1,16 @@
 -- Accept a signup: replay guard, rate limits, verification, first delivery. One round trip.
 -- Every key is in the verification's shard (chosen from what the limits count).
 -- KEYS: 1 webhook-seen (read: earlier releases' records, cancels'), 2 verification,
---       3 destination window, 4 site hour, 5 user index (hash), 6 due set, 7 expiring set,
+--       3 destination windows, this bucket (hash), 4 site hour, 5 user index (hash), 6 due set, 7 expiring set,
 --       8 stats, 9 task stream, 10 phone-prefix hour (SMS only), 11 schedules hash,
---       12 schedules due, 13 today's stats
+--       12 schedules due, 13 today's stats, 14 destination windows, the previous bucket
 -- ARGV: 1 now_ms, 2 verification id (derived from the webhook-id), 3 record_ttl_ms,
 --       4 window_ms, 5 destination limit, 6 site limit, 7 site_ttl_ms,
 --       8 delivery id ('' = none), 9 requeue_at_ms, 10 expires_at_ms,
 --       11 compact task entry (tasks.broker.CompactTask), 12 stream maxlen,
 --       13 phone-prefix limit (0: none), 14 its ttl_ms,
 --       15 reminder schedule id ('' = none), 16 its ScheduledTask json, 17 its due ms,
---       18 channel, 19 verification json, 20 delivery json
+--       18 channel, 19 verification json, 20 delivery json, 21 destination's window field
 -- Two JSON objects rather than one argument per field: redis-py's cost is per argument.
 local now = tonumber(ARGV[1])
 local vid = ARGV[2]
@@ -27,7 +27,7 @@ if seen then
   return {'replay', seen}
 end
 
-local wait = window_wait(KEYS[3], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
+local wait = window_wait(KEYS[3], KEYS[14], ARGV[21], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
 if wait > 0 then return {'limited', tostring(wait), 'destination'} end
 wait = counter_wait(KEYS[4], tonumber(ARGV[6]))
 if wait > 0 then return {'limited', tostring(wait), 'site'} end
@@ -50,7 +50,7 @@ if did ~= '' then
   store_delivery(KEYS[2], did, cjson.decode(ARGV[20]))
   redis.call('HSET', KEYS[2], 'deliveries', string.sub(did, -8))
   redis.call('ZADD', KEYS[6], tonumber(ARGV[9]), did)
-  record_send(KEYS[3], now, tonumber(ARGV[4]), did, KEYS[4], tonumber(ARGV[7]))
+  record_send(KEYS[3], ARGV[21], now, tonumber(ARGV[4]), KEYS[4], tonumber(ARGV[7]))
   if prefix_limit > 0 then count_send(KEYS[10], tonumber(ARGV[14])) end
   redis.call('HINCRBY', KEYS[8], 'deliveries:queued:' .. channel, 1)
   redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[12], '*', 'd', ARGV[11])

@@ -1,13 +1,13 @@
 -- Issue a new code for a pending verification (the old one stops working) and queue it.
 -- KEYS 1-8: the status keys (see status_keys in _lib.lua)
--- KEYS: 9 destination window, 10 site hour, 11 due set,
+-- KEYS: 9 destination windows, this bucket (hash), 10 site hour, 11 due set,
 --       12 verification deliveries (earlier releases' list), 13 task stream,
---       14 phone-prefix hour (SMS only)
+--       14 phone-prefix hour (SMS only), 15 destination windows, the previous bucket
 -- ARGV: 1 now_ms, 2 site, 3 new code hash, 4 expires_at_ms, 5 cooldown_ms, 6 window_ms,
 --       7 destination limit, 8 site limit, 9 site_ttl_ms, 10 delivery id, 11 delivery json,
 --       12 requeue_at_ms, 13 record_ttl_ms, 14 channel, 15 verification id,
 --       16 compact task entry, 17 stream maxlen, 18 new link hash, 19 destination,
---       20 phone-prefix limit (0: none), 21 its ttl_ms
+--       20 phone-prefix limit (0: none), 21 its ttl_ms, 22 destination's window field
 local now = tonumber(ARGV[1])
 local sk = status_keys()
 local v = hgetall_map(sk.v)
@@ -18,7 +18,7 @@ if v.status ~= 'pending' then return {'inactive', v.status} end
 local since = now - tonumber(v.last_send_at or v.created_at)
 local cooldown = tonumber(ARGV[5])
 if since < cooldown then return {'limited', tostring(cooldown - since), 'cooldown'} end
-local wait = window_wait(KEYS[9], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
+local wait = window_wait(KEYS[9], KEYS[15], ARGV[22], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
 if wait > 0 then return {'limited', tostring(wait), 'destination'} end
 wait = counter_wait(KEYS[10], tonumber(ARGV[8]))
 if wait > 0 then return {'limited', tostring(wait), 'site'} end
@@ -39,7 +39,7 @@ store_delivery(KEYS[1], ARGV[10], delivery)
 add_delivery(KEYS[1], KEYS[12], ARGV[10], ttl)
 redis.call('ZADD', KEYS[11], tonumber(ARGV[12]), ARGV[10])
 redis.call('ZADD', sk.expiring, tonumber(ARGV[4]), ARGV[15])
-record_send(KEYS[9], now, tonumber(ARGV[6]), ARGV[10], KEYS[10], tonumber(ARGV[9]))
+record_send(KEYS[9], ARGV[22], now, tonumber(ARGV[6]), KEYS[10], tonumber(ARGV[9]))
 if prefix_limit > 0 then count_send(KEYS[14], tonumber(ARGV[21])) end
 redis.call('HINCRBY', sk.stats, 'deliveries:queued:' .. ARGV[14], 1)
 redis.call('XADD', KEYS[13], 'MAXLEN', '~', ARGV[17], '*', 'd', ARGV[16])
