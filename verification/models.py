@@ -89,6 +89,12 @@ def stored_verification(verification_id: str, raw: dict[str, str]) -> dict[str, 
     return raw
 
 
+def delivery_fields(delivery_id: str, record: dict[str, str]) -> dict[str, str]:
+    """A delivery's record as fields of its verification's hash (``store_delivery``)."""
+    prefix = delivery_id[-8:] + "."
+    return {prefix + name: value for name, value in record.items()}
+
+
 def folded_delivery(v: dict[str, str], delivery_id: str) -> dict[str, str] | None:
     """A delivery's record from its verification's hash (``store_delivery`` in ``_lib.lua``).
 

@@ -21,6 +21,7 @@ from verification.keys import Keys, Layout, delivery_ids, new_delivery_id
 from verification.models import (
     DeliveryStatus,
     Status,
+    delivery_fields,
     iso,
     iso_ms,
     now_ms,
@@ -325,6 +326,9 @@ class VerificationService:
             for field, value in verification.items()
             if (value or field not in _OPTIONAL_FIELDS) and field != "id"
         }
+        if delivery_id:
+            stored.update(delivery_fields(delivery_id, delivery))
+            stored["deliveries"] = delivery_id[-8:]
         public = {"id": delivery_id, **delivery} if delivery_id else None
         resource = verification_resource(verification, [public] if public else [], now)
         if signup.channel == Channel.TELEGRAM:
@@ -375,7 +379,6 @@ class VerificationService:
                     *self._signup_reminder(vid, signup, now),
                     signup.channel.value,
                     to_json(stored),
-                    to_json(delivery),
                     self._window_field(destination),
                 ],
                 promised=lambda r: bool(r) and as_text(r)[0] in {"created", "replay"},

@@ -19,26 +19,22 @@ end
 -- window long; each bucket is a hash (address digest -> its send times in that bucket,
 -- space-separated ms), expiring a window after it ends. So an address costs a field,
 -- not a key, and nothing needs pruning. The window spans this bucket and the previous.
-local function window_sends(cur, prev, field, now, window)
+-- Returns the milliseconds until a send is allowed (0 = now) and this bucket's field,
+-- for record_send.
+local function window_wait(cur, prev, field, now, window, limit)
   local sends = {}
-  for _, key in ipairs({prev, cur}) do
-    local raw = redis.call('HGET', key, field)
+  local raw_cur = redis.call('HGET', cur, field)
+  for _, raw in ipairs({redis.call('HGET', prev, field), raw_cur}) do
     if raw then
       for t in string.gmatch(raw, '%d+') do
         if tonumber(t) > now - window then sends[#sends + 1] = t end
       end
     end
   end
-  return sends
-end
-
--- Milliseconds until a send to this destination is allowed (0 = now).
-local function window_wait(cur, prev, field, now, window, limit)
-  local sends = window_sends(cur, prev, field, now, window)
   if #sends >= limit then
-    return math.max(tonumber(sends[#sends - limit + 1]) + window - now, 1)
+    return math.max(tonumber(sends[#sends - limit + 1]) + window - now, 1), raw_cur
   end
-  return 0
+  return 0, raw_cur
 end
 
 local function counter_wait(key, limit)
@@ -51,10 +47,10 @@ local function count_send(key, ttl)
   if redis.call('INCR', key) == 1 then redis.call('PEXPIRE', key, ttl) end
 end
 
-local function record_send(cur, field, now, window, site_key, site_ttl)
+-- A send to the destination (raw_cur: its field in this bucket, as window_wait read it).
+local function record_send(cur, field, raw_cur, now, window, site_key, site_ttl)
   local stamp = string.format('%.0f', now)
-  local raw = redis.call('HGET', cur, field)
-  redis.call('HSET', cur, field, raw and (raw .. ' ' .. stamp) or stamp)
+  redis.call('HSET', cur, field, raw_cur and (raw_cur .. ' ' .. stamp) or stamp)
   -- The bucket is read until a window after it ends.
   redis.call('PEXPIREAT', cur, (math.floor(now / window) + 2) * window)
   count_send(site_key, site_ttl)
@@ -163,7 +159,8 @@ local function dincr(ref, field, by)
   return redis.call('HINCRBY', ref.key, ref.pre .. field, by)
 end
 
--- A new delivery's fields (a map) into its verification's hash.
+-- A new delivery's fields (a map) into its verification's hash (verification.models.
+-- delivery_fields builds the same names in Python).
 local function store_delivery(v_key, did, fields)
   local pre = string.sub(did, -8) .. '.'
   local args = {}

@@ -10,8 +10,9 @@
 --       11 compact task entry (tasks.broker.CompactTask), 12 stream maxlen,
 --       13 phone-prefix limit (0: none), 14 its ttl_ms,
 --       15 reminder schedule id ('' = none), 16 its ScheduledTask json, 17 its due ms,
---       18 channel, 19 verification json, 20 delivery json, 21 destination's window field
--- Two JSON objects rather than one argument per field: redis-py's cost is per argument.
+--       18 channel, 19 verification json (with its first delivery's fields),
+--       20 the destination's window field
+-- One JSON object rather than one argument per field: the client's cost is per argument.
 local now = tonumber(ARGV[1])
 local vid = ARGV[2]
 -- The verification's id is derived from the webhook-id, so its hash is the replay record.
@@ -27,7 +28,8 @@ if seen then
   return {'replay', seen}
 end
 
-local wait = window_wait(KEYS[3], KEYS[14], ARGV[21], now, tonumber(ARGV[4]), tonumber(ARGV[5]))
+local wait, sent_here = window_wait(KEYS[3], KEYS[14], ARGV[20], now, tonumber(ARGV[4]),
+  tonumber(ARGV[5]))
 if wait > 0 then return {'limited', tostring(wait), 'destination'} end
 wait = counter_wait(KEYS[4], tonumber(ARGV[6]))
 if wait > 0 then return {'limited', tostring(wait), 'site'} end
@@ -39,6 +41,7 @@ end
 
 local channel = ARGV[18]
 local ttl = tonumber(ARGV[3])
+-- The verification with its first delivery's fields (store_delivery), in one HSET.
 hset_map(KEYS[2], cjson.decode(ARGV[19]))
 redis.call('HSET', KEYS[5], vid, '')
 redis.call('PEXPIRE', KEYS[5], ttl)
@@ -47,10 +50,8 @@ count_verification({stats = KEYS[8], day = KEYS[13]}, 'created', channel)
 -- No delivery id: the person comes to us (a Telegram deep link), nothing is sent now.
 local did = ARGV[8]
 if did ~= '' then
-  store_delivery(KEYS[2], did, cjson.decode(ARGV[20]))
-  redis.call('HSET', KEYS[2], 'deliveries', string.sub(did, -8))
   redis.call('ZADD', KEYS[6], tonumber(ARGV[9]), did)
-  record_send(KEYS[3], ARGV[21], now, tonumber(ARGV[4]), KEYS[4], tonumber(ARGV[7]))
+  record_send(KEYS[3], ARGV[20], sent_here, now, tonumber(ARGV[4]), KEYS[4], tonumber(ARGV[7]))
   if prefix_limit > 0 then count_send(KEYS[10], tonumber(ARGV[14])) end
   redis.call('HINCRBY', KEYS[8], 'deliveries:queued:' .. channel, 1)
   redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[12], '*', 'd', ARGV[11])

@@ -18,7 +18,8 @@ if v.status ~= 'pending' then return {'inactive', v.status} end
 local since = now - tonumber(v.last_send_at or v.created_at)
 local cooldown = tonumber(ARGV[5])
 if since < cooldown then return {'limited', tostring(cooldown - since), 'cooldown'} end
-local wait = window_wait(KEYS[9], KEYS[15], ARGV[22], now, tonumber(ARGV[6]), tonumber(ARGV[7]))
+local wait, sent_here = window_wait(KEYS[9], KEYS[15], ARGV[22], now, tonumber(ARGV[6]),
+  tonumber(ARGV[7]))
 if wait > 0 then return {'limited', tostring(wait), 'destination'} end
 wait = counter_wait(KEYS[10], tonumber(ARGV[8]))
 if wait > 0 then return {'limited', tostring(wait), 'site'} end
@@ -39,7 +40,7 @@ store_delivery(KEYS[1], ARGV[10], delivery)
 add_delivery(KEYS[1], KEYS[12], ARGV[10], ttl)
 redis.call('ZADD', KEYS[11], tonumber(ARGV[12]), ARGV[10])
 redis.call('ZADD', sk.expiring, tonumber(ARGV[4]), ARGV[15])
-record_send(KEYS[9], ARGV[22], now, tonumber(ARGV[6]), KEYS[10], tonumber(ARGV[9]))
+record_send(KEYS[9], ARGV[22], sent_here, now, tonumber(ARGV[6]), KEYS[10], tonumber(ARGV[9]))
 if prefix_limit > 0 then count_send(KEYS[14], tonumber(ARGV[21])) end
 redis.call('HINCRBY', sk.stats, 'deliveries:queued:' .. ARGV[14], 1)
 redis.call('XADD', KEYS[13], 'MAXLEN', '~', ARGV[17], '*', 'd', ARGV[16])
