@@ -17,6 +17,7 @@ from tests.conftest import (
     OTHER_API_KEY,
     OTHER_SECRET,
     SECRET,
+    SmtpSink,
     auth,
     get_verification,
     post_event,
@@ -475,3 +476,34 @@ async def test_sms_payload_reaching_ronglian_is_json_with_the_template(
     body = json.loads(ronglian.requests[0].body)
     assert body["templateId"] == TEMPLATE
     assert body["datas"] == sms.datas
+
+
+async def test_an_email_signup_resent_by_sms_and_back_by_email_reaches_both(
+    open_app: OpenApp, ronglian: RonglianEmulator, smtp: SmtpSink
+) -> None:
+    client, _ = await open_app(
+        sms={"provider": "ronglian", "ronglian": ronglian.settings()},
+        sites=[site(channels=["email", "sms"], domain="shop.example")],
+        codes={"resend_cooldown_seconds": 0},
+    )
+    created = await accepted(await post_event(client, signup_event(phone=RAW)))
+    vid = created["id"]
+    await smtp.wait_for_messages(1)
+
+    by_sms = await client.post(
+        f"/v1/verifications/{vid}/resend", json={"channel": "sms"}, headers=auth()
+    )
+    assert by_sms.status == 202, await by_sms.text()
+    [sms] = await ronglian.wait_for_messages(1)
+    assert sms.to == NATIONAL
+
+    # The address was implied by the first destination; it must survive the switch.
+    by_email = await client.post(
+        f"/v1/verifications/{vid}/resend", json={"channel": "email"}, headers=auth()
+    )
+    assert by_email.status == 202, await by_email.text()
+    messages = await smtp.wait_for_messages(2)
+    assert [m["To"] for m in messages] == ["alice@example.com", "alice@example.com"]
+    resource = await get_verification(client, vid)
+    assert [d["channel"] for d in resource["deliveries"]] == ["email", "sms", "email"]
+    assert resource["destination"].endswith("@example.com")

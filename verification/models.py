@@ -77,8 +77,9 @@ def mask_destination(channel: str, destination: str) -> str | None:
 def stored_verification(verification_id: str, raw: dict[str, str]) -> dict[str, str]:
     """A verification's hash as read from Redis, with what is not stored filled in.
 
-    Since 2026-12 the id (the key names it) and the times that equal ``created_at`` when
-    it is new (``updated_at``, ``last_send_at``) are left out. Empty stays empty (gone).
+    Since 2026-12 the id (the key names it), the times that equal ``created_at`` when it
+    is new (``updated_at``, ``last_send_at``) and an email that is the destination are
+    left out. Empty stays empty (gone).
     """
     if not raw:
         return raw
@@ -86,6 +87,8 @@ def stored_verification(verification_id: str, raw: dict[str, str]) -> dict[str, 
     created = raw.get("created_at", "")
     raw.setdefault("updated_at", created)
     raw.setdefault("last_send_at", created)
+    if "email" not in raw and raw.get("channel") in ("email", "link"):
+        raw["email"] = raw.get("destination", "")
     return raw
 
 
@@ -108,6 +111,9 @@ def folded_delivery(v: dict[str, str], delivery_id: str) -> dict[str, str] | Non
     d["id"] = delivery_id
     d.setdefault("purpose", "code")
     d.setdefault("attempts", "0")
+    # A verification's first delivery: its number and time are the verification's.
+    d.setdefault("send_no", "1")
+    d.setdefault("created_at", v.get("created_at", ""))
     return d
 
 

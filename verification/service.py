@@ -326,8 +326,12 @@ class VerificationService:
             for field, value in verification.items()
             if (value or field not in _OPTIONAL_FIELDS) and field != "id"
         }
+        if stored.get("email") == destination and signup.channel in EMAIL_CHANNELS:
+            del stored["email"]  # it is the destination (stored_verification)
         if delivery_id:
-            stored.update(delivery_fields(delivery_id, delivery))
+            # The first send's number and time are the verification's (folded_delivery).
+            first = {k: v for k, v in delivery.items() if k not in {"send_no", "created_at"}}
+            stored.update(delivery_fields(delivery_id, first))
             stored["deliveries"] = delivery_id[-8:]
         public = {"id": delivery_id, **delivery} if delivery_id else None
         resource = verification_resource(verification, [public] if public else [], now)
@@ -604,6 +608,8 @@ class VerificationService:
                     prefix_limit,
                     prefix_ttl,
                     self._window_field(destination),
+                    # Kept explicitly: it may have been implied by the old destination.
+                    v.get("email", ""),
                 ],
             )
         )

@@ -131,14 +131,20 @@ local function delivery_ref(own_key, v_key, did)
   return {key = v_key, pre = string.sub(did, -8) .. '.'}
 end
 
+-- A first delivery's number and time are its verification's: not stored (defaults here).
 local function dget(ref)
   if ref.pre == '' then return hgetall_map(ref.key) end
   local names = {}
   for i, f in ipairs(DELIVERY_FIELDS) do names[i] = ref.pre .. f end
+  names[#names + 1] = 'created_at'
   local values = redis.call('HMGET', ref.key, unpack(names))
   local d = {}
   for i, f in ipairs(DELIVERY_FIELDS) do
     if values[i] then d[f] = values[i] end
+  end
+  if d.status ~= nil then
+    d.send_no = d.send_no or '1'
+    d.created_at = d.created_at or values[#names]
   end
   return d
 end

@@ -7,7 +7,8 @@
 --       7 destination limit, 8 site limit, 9 site_ttl_ms, 10 delivery id, 11 delivery json,
 --       12 requeue_at_ms, 13 record_ttl_ms, 14 channel, 15 verification id,
 --       16 compact task entry, 17 stream maxlen, 18 new link hash, 19 destination,
---       20 phone-prefix limit (0: none), 21 its ttl_ms, 22 destination's window field
+--       20 phone-prefix limit (0: none), 21 its ttl_ms, 22 destination's window field,
+--       23 the signup's email ('' = none)
 local now = tonumber(ARGV[1])
 local sk = status_keys()
 local v = hgetall_map(sk.v)
@@ -35,6 +36,7 @@ delivery.send_no = sends
 local ttl = tonumber(ARGV[13])
 redis.call('HSET', sk.v, 'code_hash', ARGV[3], 'link_hash', ARGV[18], 'expires_at', ARGV[4],
   'last_send_at', now, 'channel', ARGV[14], 'destination', ARGV[19], 'updated_at', now)
+if ARGV[23] ~= '' then redis.call('HSET', sk.v, 'email', ARGV[23]) end
 redis.call('PEXPIRE', sk.v, ttl)
 store_delivery(KEYS[1], ARGV[10], delivery)
 add_delivery(KEYS[1], KEYS[12], ARGV[10], ttl)
