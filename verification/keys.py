@@ -78,13 +78,20 @@ class Keys:
         return f"{self.prefix}:user:{site}:{user_id_digest}"
 
     def user_index(self, site: str, user_id_digest: str) -> str:
-        """Hash whose fields are a site user's verification ids (values empty).
+        """Hash of a site user's verification ids, as releases before 2026-12 kept them.
 
-        A hash, not a set: Redis keeps a small hash compact (listpack), but not a small
-        set of strings before 7.2 (210 against 363 bytes for one id). Lives as long as
-        the verifications it lists.
+        Now :meth:`user_signups`; read, never written.
         """
         return f"{self.prefix}:uv:{site}:{user_id_digest}"
+
+    def user_signups(self, site: str, day: int) -> str:
+        """Hash of a site's user digest → the verifications its users started that UTC day.
+
+        Values are verification ids without ``ver_``, space-separated: a field per user
+        and day rather than a key per user. Kept for three days (``cancel_user`` reads
+        them all); releases before 2026-12 kept a hash per user (:meth:`user_index`).
+        """
+        return f"{self.prefix}:us:{site}:{day}"
 
     def webhook_seen(self, site: str, webhook_id: str) -> str:
         """First answer given to one inbound ``webhook-id``."""

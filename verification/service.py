@@ -35,6 +35,10 @@ from verification.scripts import Scripts, as_text
 logger = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+#: Days of user signups kept for ``signup.canceled``/``user.deleted`` (a verification is
+#: pending a day at most, unless resent).
+USER_SIGNUP_DAYS = 3
 #: Verification fields that are often empty, and then not stored.
 _OPTIONAL_FIELDS = frozenset({"email", "phone", "metadata", "subscribe", "remind_after"})
 #: The task that sends a ``remind_after`` reminder (registered by ``tasks.worker``).
@@ -239,6 +243,10 @@ class VerificationService:
             what = f"{site.id}:{signup.user_id}"
         return self._layout.shard_for(self._hasher.index(what))
 
+    def _user_field(self, site: SiteConfig, user_id: str) -> str:
+        """A site user's field in the days' user signups (96 bits of a keyed hash)."""
+        return self._hasher.index(f"{site.id}:{user_id}")[:24]
+
     def _window_field(self, destination: str) -> str:
         """The destination's field in its window buckets (96 bits of a keyed hash)."""
         return self._hasher.index(destination.lower())[:24]
@@ -338,6 +346,7 @@ class VerificationService:
         if signup.channel == Channel.TELEGRAM:
             resource["telegram_link"] = self.telegram_link(verification)
         hour = now // HOUR_MS
+        day = now // DAY_MS
         window = policy.destination_window_seconds * 1000
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(
             keys, signup.channel, destination, hour
@@ -350,7 +359,7 @@ class VerificationService:
                     keys.verification(vid),
                     keys.destination_windows(window, now // window),
                     keys.site_hour(site.id, hour),
-                    keys.user_index(site.id, self._hasher.index(f"{site.id}:{signup.user_id}")),
+                    keys.user_signups(site.id, day),
                     keys.due,
                     keys.expiring,
                     keys.stats,
@@ -358,7 +367,7 @@ class VerificationService:
                     prefix_key,
                     keys.schedules,
                     keys.schedules_due,
-                    keys.stats_day(now // 86_400_000),
+                    keys.stats_day(day),
                     keys.destination_windows(window, now // window - 1),
                 ],
                 [
@@ -384,7 +393,10 @@ class VerificationService:
                     signup.channel.value,
                     to_json(stored),
                     self._window_field(destination),
+                    self._user_field(site, signup.user_id),
+                    (day + USER_SIGNUP_DAYS) * DAY_MS,
                 ],
+                # The answer (new or replayed) is a 202; a refusal promises nothing.
                 promised=lambda r: bool(r) and as_text(r)[0] in {"created", "replay"},
             )
         )
@@ -634,12 +646,22 @@ class VerificationService:
     async def cancel_user(self, site: SiteConfig, user_id: str) -> list[str]:
         """Cancel every pending verification of one of the site's users (in any shard)."""
         digest = self._hasher.index(f"{site.id}:{user_id}")
+        field = self._user_field(site, user_id)
+        today = now_ms() // DAY_MS
+        days = range(today - USER_SIGNUP_DAYS + 1, today + 1)
         async with self._redis.pipeline(transaction=False) as pipe:
             for keys in self._layout.shards:
-                pipe.hkeys(keys.user_index(site.id, digest))
-                pipe.smembers(keys.user(site.id, digest))  # written by earlier releases
-            found = cast(list[Iterable[str]], await pipe.execute())
-        ids = set().union(*found)
+                for day in days:
+                    pipe.hget(keys.user_signups(site.id, day), field)
+                pipe.hkeys(keys.user_index(site.id, digest))  # earlier releases'
+                pipe.smembers(keys.user(site.id, digest))  # and the ones before
+            found = await pipe.execute()
+        ids: set[str] = set()
+        for entry in found:
+            if isinstance(entry, str | bytes):
+                ids.update(f"ver_{head}" for head in as_text(entry.split()))
+            elif entry:
+                ids.update(cast(Iterable[str], entry))
         canceled = [
             vid for vid in sorted(ids) if (await self._cancel(site.id, vid))[0] == "canceled"
         ]

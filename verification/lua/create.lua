@@ -1,7 +1,7 @@
 -- Accept a signup: replay guard, rate limits, verification, first delivery. One round trip.
 -- Every key is in the verification's shard (chosen from what the limits count).
 -- KEYS: 1 webhook-seen (read: earlier releases' records, cancels'), 2 verification,
---       3 destination windows, this bucket (hash), 4 site hour, 5 user index (hash), 6 due set, 7 expiring set,
+--       3 destination windows, this bucket (hash), 4 site hour, 5 today's user signups (hash), 6 due set, 7 expiring set,
 --       8 stats, 9 task stream, 10 phone-prefix hour (SMS only), 11 schedules hash,
 --       12 schedules due, 13 today's stats, 14 destination windows, the previous bucket
 -- ARGV: 1 now_ms, 2 verification id (derived from the webhook-id), 3 record_ttl_ms,
@@ -11,7 +11,8 @@
 --       13 phone-prefix limit (0: none), 14 its ttl_ms,
 --       15 reminder schedule id ('' = none), 16 its ScheduledTask json, 17 its due ms,
 --       18 channel, 19 verification json (with its first delivery's fields),
---       20 the destination's window field
+--       20 the destination's window field, 21 the user's field, 22 when today's user
+--       signups expire (ms)
 -- One JSON object rather than one argument per field: the client's cost is per argument.
 local now = tonumber(ARGV[1])
 local vid = ARGV[2]
@@ -43,8 +44,10 @@ local channel = ARGV[18]
 local ttl = tonumber(ARGV[3])
 -- The verification with its first delivery's fields (store_delivery), in one HSET.
 hset_map(KEYS[2], cjson.decode(ARGV[19]))
-redis.call('HSET', KEYS[5], vid, '')
-redis.call('PEXPIRE', KEYS[5], ttl)
+local listed = redis.call('HGET', KEYS[5], ARGV[21])
+local head = string.sub(vid, 5)
+redis.call('HSET', KEYS[5], ARGV[21], listed and (listed .. ' ' .. head) or head)
+redis.call('PEXPIREAT', KEYS[5], ARGV[22])
 redis.call('ZADD', KEYS[7], tonumber(ARGV[10]), vid)
 count_verification({stats = KEYS[8], day = KEYS[13]}, 'created', channel)
 -- No delivery id: the person comes to us (a Telegram deep link), nothing is sent now.
