@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 from taskiq import AckableMessage, AsyncBroker, BrokerMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
@@ -18,7 +19,13 @@ from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 from config.redis import Topology
 from config.settings import Settings
 from tasks.telemetry import TelemetryMiddleware
-from verification.connections import is_unavailable, open_redis, retry_options, until_available
+from verification.connections import (
+    is_unavailable,
+    open_redis,
+    pipelined,
+    retry_options,
+    until_available,
+)
 from verification.keys import Layout
 
 logger = logging.getLogger(__name__)
@@ -361,6 +368,15 @@ class GroupAcker:
             by_stream.setdefault(stream, []).append(entry_id)
         # Not a transaction: on a cluster the shards' streams are in different slots. An
         # XACK whose XDEL was lost leaves an acknowledged entry that nobody reads again.
+        if not isinstance(self._client, RedisCluster):
+            # One server: the lean path, a third of a redis-py pipeline's CPU per batch.
+            commands = [
+                command
+                for stream, ids in by_stream.items()
+                for command in (("XACK", stream, self._group, *ids), ("XDEL", stream, *ids))
+            ]
+            await pipelined(self._client, commands)
+            return
         async with self._client.pipeline(transaction=False) as pipe:
             for stream, ids in by_stream.items():
                 pipe.xack(stream, self._group, *ids)
