@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -92,14 +93,27 @@ def outcome_of(task: str, value: object, error: bool) -> str:
     return "ok"
 
 
+@lru_cache(maxsize=256)
+def _task_series(task: str, outcome: str) -> tuple[Counter, Histogram, Histogram]:
+    # A labelled child is looked up under a lock on every labels() call; the few
+    # (task, outcome) pairs keep theirs (children live as long as their metric).
+    return TASKS.labels(task, outcome), TASK_RUN.labels(task), TASK_LATENCY.labels(task)
+
+
+@lru_cache(maxsize=64)
+def _provider_latency(provider: str) -> Histogram:
+    return PROVIDER_LATENCY.labels(provider)
+
+
 def observe_task(
     task: str, outcome: str, run_seconds: float, since_queued: float | None = None
 ) -> None:
     """Count one finished task."""
-    TASKS.labels(task, outcome).inc()
-    TASK_RUN.labels(task).observe(run_seconds)
+    finished, run, latency = _task_series(task, outcome)
+    finished.inc()
+    run.observe(run_seconds)
     if since_queued is not None:
-        TASK_LATENCY.labels(task).observe(max(since_queued, 0.0))
+        latency.observe(max(since_queued, 0.0))
     if outcome == "retry":
         RETRIES.labels(task).inc()
     elif outcome == "dead_lettered":
@@ -134,7 +148,7 @@ def provider_call(provider: str) -> Iterator[None]:
             PROVIDER_ERRORS.labels(provider, type(exc).__name__).inc()
             raise
         finally:
-            PROVIDER_LATENCY.labels(provider).observe(time.perf_counter() - started)
+            _provider_latency(provider).observe(time.perf_counter() - started)
 
 
 def broadcast_message(channel: str, outcome: str) -> None:

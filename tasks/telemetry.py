@@ -64,15 +64,20 @@ class TelemetryMiddleware(TaskiqMiddleware):
         labels = message.labels
         request_id = labels.get(REQUEST_ID)
         token = request_id_var.set(str(request_id)) if request_id else None
+        span = self._begin_span(message) if tracing.active() else None
+        self._running[message.task_id] = _Running(time.perf_counter(), token, span)
+        return message
+
+    @staticmethod
+    def _begin_span(message: TaskiqMessage) -> tracing.SpanScope | None:
+        labels = message.labels
         carrier = {TRACEPARENT: str(labels[TRACEPARENT])} if TRACEPARENT in labels else None
-        span = tracing.begin_span(
+        return tracing.begin_span(
             f"task {message.task_name}",
             kind="consumer",
             carrier=carrier,
             attributes={"tidings.task": message.task_name, "tidings.task_id": message.task_id},
         )
-        self._running[message.task_id] = _Running(time.perf_counter(), token, span)
-        return message
 
     def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         """Count the outcome, close the span, forget the request id."""
@@ -84,7 +89,8 @@ class TelemetryMiddleware(TaskiqMiddleware):
         enqueued = message.labels.get(ENQUEUED_MS)
         if enqueued is not None:
             try:
-                since_queued = (now_ms() - int(enqueued)) / 1000
+                # time_ns: the same wall clock as now_ms, without building a datetime.
+                since_queued = (time.time_ns() // 1_000_000 - int(enqueued)) / 1000
             except ValueError:
                 since_queued = None
         metrics.observe_task(
