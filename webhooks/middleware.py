@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from config.logging import request_id_var
+from config.logging import RecordTemplate, request_id_var
 from webhooks.metrics import HttpMetrics
 
 logger = logging.getLogger("tidings.access")
@@ -24,6 +24,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 def request_middleware(metrics: HttpMetrics) -> Middleware:
     """One layer for every request: an id, an access log line and the HTTP metrics."""
+    access = RecordTemplate(logger, logging.INFO, "request")
 
     @web.middleware
     async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -54,15 +55,14 @@ def request_middleware(metrics: HttpMetrics) -> Middleware:
             if resource is not None and "{token}" in resource.canonical:
                 path = resource.canonical
             if logger.isEnabledFor(logging.INFO):
-                logger.info(
-                    "request",
-                    extra={
+                access.log(
+                    {
                         "method": request.method,
                         "path": path,
                         "status": status,
                         "ms": round(elapsed * 1000, 2),
                         **request.get(LOG_FIELDS, {}),
-                    },
+                    }
                 )
             request_id_var.reset(token)
         response.headers["X-Request-ID"] = request_id
