@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
@@ -89,12 +91,47 @@ def _check(document: Any) -> None:
             stack.extend((item, [*path, str(i)]) for i, item in enumerate(value))
 
 
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether orjson's reading of a document is the strict one below, as it is for webhooks.
+
+    orjson refuses NaN, lone surrogates and invalid UTF-8 itself; what it reads differently
+    is numbers (an integer beyond 64 bits becomes a float, a float literal has no length
+    limit), so any float, or nesting beyond ``MAX_DEPTH``, takes the strict path instead.
+    Recursive (at most ``MAX_DEPTH`` deep): half the time of a walk with a stack.
+    """
+    items: Iterable[Any]
+    if isinstance(value, dict):
+        items = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return not isinstance(value, float)
+    if depth >= MAX_DEPTH:
+        return not items
+    for item in items:
+        if isinstance(item, (dict, list)):
+            if not _plain(item, depth + 1):
+                return False
+        elif isinstance(item, float):
+            return False
+    return True
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON (RFC 8259 / I-JSON): bounded depth and numbers, no NaN, no lone surrogates.
 
     Syntax and depth errors are ``invalid-json`` (400); a value that is well-formed but
     refused is ``validation`` (422) naming its field, as in ``data.metadata.score``.
     """
+    # The common body (no floats, shallow) is read by orjson, several times faster than the
+    # strict decoder's Python hooks; anything else gets the strict decoder's answer.
+    try:
+        fast = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if _plain(fast):
+            return fast
     try:
         document = json.loads(
             body.decode("utf-8"),
