@@ -13,7 +13,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
-from taskiq import AckableMessage, AsyncBroker, BrokerMessage
+from taskiq import AckableMessage, AsyncBroker, BrokerMessage, TaskiqFormatter
+from taskiq.message import TaskiqMessage
 from taskiq_redis import RedisAsyncResultBackend, RedisStreamBroker
 
 from config.redis import Topology
@@ -57,24 +58,52 @@ class CompactTask:
         return " ".join(parts).encode()
 
     def message(self, stream: bytes, entry_id: bytes, value: bytes) -> bytes:
-        """The taskiq message (JSON) of a compact entry."""
+        """The taskiq message (JSON) of a compact entry, carrying its parsed form."""
         argument, request_id, *rest = value.decode().split(" ")
         labels = {**self.labels, "enqueued_ms": entry_id.split(b"-", 1)[0].decode()}
         if request_id != "-":
             labels["request_id"] = request_id
         if rest:
             labels["traceparent"] = rest[0]
-        task_id = hashlib.blake2b(stream + b" " + entry_id, digest_size=16).hexdigest()
-        return orjson.dumps(
-            {
-                "task_id": task_id,
-                "task_name": self.task_name,
-                "labels": labels,
-                "labels_types": self.labels_types,
-                "args": [argument],
-                "kwargs": {},
-            }
+        # Built from fields of the right types: no need for pydantic to check them again.
+        parsed = TaskiqMessage.model_construct(
+            task_id=hashlib.blake2b(stream + b" " + entry_id, digest_size=16).hexdigest(),
+            task_name=self.task_name,
+            labels=labels,
+            labels_types=dict(self.labels_types),
+            args=[argument],
+            kwargs={},
         )
+        rebuilt = Rebuilt(orjson.dumps(parsed.__dict__))
+        rebuilt.parsed = parsed
+        return rebuilt
+
+
+class Rebuilt(bytes):
+    """A rebuilt message's JSON and the :class:`TaskiqMessage` it parses to."""
+
+    parsed: TaskiqMessage
+
+
+class RebuiltFormatter(TaskiqFormatter):
+    """The broker's formatter, taking a rebuilt compact message as it is.
+
+    The receiving worker would otherwise parse the JSON just made from it again, and
+    validate every field with pydantic (~5 us a task). Anything else goes to ``inner``.
+    """
+
+    def __init__(self, inner: TaskiqFormatter) -> None:
+        self.inner = inner
+
+    def dumps(self, message: TaskiqMessage) -> BrokerMessage:
+        """What ``inner`` makes of ``message``."""
+        return self.inner.dumps(message)
+
+    def loads(self, message: bytes) -> TaskiqMessage:
+        """The parsed form of a rebuilt message, else what ``inner`` parses."""
+        if isinstance(message, Rebuilt):
+            return message.parsed  # made for this one delivery of the entry
+        return self.inner.loads(message)
 
 
 class TidingsStreamBroker(RedisStreamBroker):
@@ -405,6 +434,7 @@ def build_broker(settings: Settings) -> TidingsStreamBroker:
         max_connection_pool_size=q.max_async_tasks + 10,
         **retry_options(),
     )
+    broker.formatter = RebuiltFormatter(broker.formatter)
     # Request id, trace context and queueing time ride in every task's labels.
     broker.add_middlewares(TelemetryMiddleware())
     broker.streams = tuple(keys.queue for keys in layout.shards)
