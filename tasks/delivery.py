@@ -9,9 +9,10 @@ import math
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -74,6 +75,32 @@ class _LeaseKeeper:
             self._renewal.cancel()
 
 
+class _Capacity:
+    """:meth:`Deliverer._capacity`, as a class: it runs for every delivery."""
+
+    __slots__ = ("_deliverer", "_delivery_id", "_held")
+
+    def __init__(self, deliverer: Deliverer, delivery_id: str) -> None:
+        self._deliverer, self._delivery_id = deliverer, delivery_id
+        self._held: AbstractAsyncContextManager[Reservation] | None = None
+
+    async def __aenter__(self) -> Reservation | None:
+        deliverer = self._deliverer
+        if (
+            deliverer.sms is not None
+            and await deliverer.channel_of(self._delivery_id) not in EMAIL_CHANNELS
+        ):
+            return None
+        held = deliverer.email.reserve()
+        reservation = await held.__aenter__()
+        self._held = held
+        return reservation
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._held is not None:
+            await self._held.__aexit__(*exc_info)
+
+
 @dataclass(slots=True)
 class Deliverer:
     """Everything a delivery task needs, built once per worker process."""
@@ -105,7 +132,7 @@ class Deliverer:
         """How long one attempt holds a delivery before it must renew its lease."""
         return int(self.settings.queue.lease_seconds * 1000)
 
-    async def _channel_of(self, delivery_id: str) -> str:
+    async def channel_of(self, delivery_id: str) -> str:
         """The delivery's channel, read before claiming (a claim counts an attempt)."""
         # DeliveryStore has no reader for one field yet; this is the claim script's hash.
         store = self.store
@@ -117,19 +144,14 @@ class Deliverer:
         )
         return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
-    @asynccontextmanager
-    async def _capacity(self, delivery_id: str) -> AsyncIterator[Reservation | None]:
+    def _capacity(self, delivery_id: str) -> _Capacity:
         """Hold what the send needs (an SMTP connection) before the attempt is claimed.
 
         Waiting for a pooled connection is not part of an attempt: a task cut while it
         waits has claimed nothing, counted nothing and sent nothing, and the due set
         brings the delivery back.
         """
-        if self.sms is not None and await self._channel_of(delivery_id) not in EMAIL_CHANNELS:
-            yield None
-            return
-        async with self.email.reserve() as reservation:
-            yield reservation
+        return _Capacity(self, delivery_id)
 
     async def _send(self, claim: Claim, reservation: Reservation | None) -> str:
         site = self.sites.get(claim.site)

@@ -143,6 +143,27 @@ class _SmtpReservation:
             self._conn = None
 
 
+class _Reserving:
+    """``SmtpSender.reserve()``, as a class: it runs for every email.
+
+    A generator-based context manager costs several times as much to enter and leave.
+    """
+
+    __slots__ = ("_held", "_sender")
+
+    def __init__(self, sender: SmtpSender) -> None:
+        self._sender = sender
+        self._held: _SmtpReservation | None = None
+
+    async def __aenter__(self) -> Reservation:
+        self._held = _SmtpReservation(self._sender, await self._sender.take())
+        return self._held
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._held is not None:
+            self._held.release()
+
+
 class SmtpSender:
     """A small pool of SMTP connections kept open across sends."""
 
@@ -176,14 +197,13 @@ class SmtpSender:
         if conn.client.is_ehlo_or_helo_needed:
             await conn.client.ehlo()
 
-    @asynccontextmanager
-    async def reserve(self) -> AsyncIterator[Reservation]:
+    def reserve(self) -> AbstractAsyncContextManager[Reservation]:
         """Wait for an idle pooled connection and hold it (the wait has no deadline)."""
-        reservation = _SmtpReservation(self, await self._idle.get())
-        try:
-            yield reservation
-        finally:
-            reservation.release()
+        return _Reserving(self)
+
+    async def take(self) -> _Connection:
+        """An idle pooled connection, once there is one."""
+        return await self._idle.get()
 
     def give_back(self, conn: _Connection) -> None:
         """Return ``conn`` to the pool."""
