@@ -34,6 +34,7 @@ from verification.codes import CodeHasher, InvalidTag, PayloadSealer
 from verification.deliveries import DeliveryStore
 from verification.keys import Keys
 from verification.models import now_ms
+from verification.timers import EXPIRY
 from webhooks.app import create_app
 
 MakeClient = Callable[[Settings], Awaitable[TestClient]]
@@ -160,6 +161,35 @@ async def test_sweep_expires_without_anyone_checking(
     assert await store.sweep_expired() == []  # once only
     metrics = await (await client.get("/metrics")).text()
     assert 'tidings_verifications_total{status="expired"} 1.0' in metrics
+
+
+async def test_sweep_expires_from_the_minute_lists_once(
+    client: TestClient, smtp: SmtpSink, worker: None, settings: Settings, redis: Redis
+) -> None:
+    # A new verification's expiry is an entry in the list of its minute; make that minute
+    # one in the past, as if ten minutes had gone by.
+    keys = Keys(settings.redis_prefix)
+    vid = (await signup(client))["id"]
+    fresh = (await signup(client, email="fresh@example.com", user_id="u-2"))["id"]
+    await smtp.wait_for_messages(2)
+    stored = await redis.hgetall(keys.verification(vid))
+    minute = EXPIRY.bucket(int(stored["expires_at"]))
+    assert await redis.lrange(keys.timer_bucket(EXPIRY.name, minute), 0, -1) == [
+        vid.removeprefix("ver_"),
+        fresh.removeprefix("ver_"),
+    ]
+    past = now_ms() - 120_000
+    await redis.rename(
+        keys.timer_bucket(EXPIRY.name, minute), keys.timer_bucket(EXPIRY.name, EXPIRY.bucket(past))
+    )
+    await redis.hset(keys.verification(vid), "expires_at", str(past))
+
+    store = DeliveryStore(redis, keys, settings.require_secret_key())
+    assert await store.sweep_expired() == [vid]  # the other one has time left: untouched
+    assert (await redis.hgetall(keys.verification(vid)))["status"] == "expired"
+    assert (await redis.hgetall(keys.verification(fresh)))["status"] == "pending"
+    assert await store.sweep_expired() == []  # once only
+    assert (await get_verification(client, vid))["status"] == "expired"
 
 
 async def test_sweep_task_on_the_worker_expires(

@@ -14,8 +14,18 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
 
 from config.settings import Settings
-from tests.conftest import RecordingHandler, SmtpSink, post_event, signup_event, wait_for
+from tests.conftest import (
+    RecordingHandler,
+    SmtpSink,
+    auth,
+    post_event,
+    signup_event,
+    wait_for,
+)
 from tests.processes import running
+from verification.keys import Keys
+from webhooks import keys as app_keys
+from webhooks.app import create_app
 
 
 class GatedHandler(RecordingHandler):
@@ -115,3 +125,31 @@ async def test_slow_send_is_not_stolen_from_a_live_worker(
         await smtp.wait_for_messages(len(addresses), timeout=30)
         await wait_for(lambda: _all_sent(client, settings), timeout=30, what="queue drained")
     assert Counter(str(m["To"]) for m in smtp.messages) == Counter(addresses)
+
+
+async def test_a_signup_whose_task_message_was_lost_is_still_sent_once(
+    aiohttp_client: Any,
+    make_settings: Any,
+    start_worker: Any,
+    smtp: SmtpSink,
+) -> None:
+    # The task message is gone before any worker read it (a trimmed or lost stream): the
+    # delivery's watchdog timer puts it back in the queue after requeue_after_seconds.
+    settings = make_settings(queue={"requeue_after_seconds": 1})
+    client: TestClient = await aiohttp_client(create_app(settings))
+    response = await post_event(client, signup_event())
+    assert response.status == 202
+    redis = client.app[app_keys.REDIS]
+    assert await redis.delete(Keys(settings.redis_prefix).queue) == 1
+
+    await start_worker(settings)
+    [message] = await smtp.wait_for_messages(1)
+    assert message["To"] == "alice@example.com"
+
+    async def sent() -> bool:
+        vid = (await response.json())["id"]
+        resource = await (await client.get(f"/v1/verifications/{vid}", headers=auth())).json()
+        return bool(resource["deliveries"][0]["status"] == "sent")
+
+    await wait_for(sent, what="the delivery to be recorded as sent")
+    assert len(smtp.messages) == 1

@@ -13,6 +13,7 @@ from verification.durability import Durability
 from verification.keys import Keys, Layout, delivery_verification
 from verification.models import folded_delivery, now_ms
 from verification.scripts import Scripts, as_text
+from verification.timers import EXPIRY, REQUEUE, Check, drain
 
 
 async def read_deliveries(
@@ -227,12 +228,58 @@ class DeliveryStore:
         return await self._record(claim, verification_id, "retry", error=error, next_at=at_ms)
 
     async def take_due(self, lease_ms: int, limit: int = 100) -> list[str]:
-        """Delivery ids due for (re)enqueueing in every shard, each to one caller per lease."""
+        """Delivery ids due for (re)enqueueing in every shard, each to one caller per lease.
+
+        New deliveries nobody took in time are moved from their watchdog timers into the
+        due set first (``verification.timers``).
+        """
         due: list[str] = []
         for keys in self._layout.shards:
+            await drain(self._redis, keys, REQUEUE, now_ms(), self._requeue_check(keys))
             reply = await self._scripts.pump(keys=[keys.due], args=[now_ms(), lease_ms, limit])
             due.extend(as_text(reply))
         return due
+
+    def _requeue_check(self, keys: Keys) -> Check:
+        async def check(bucket: str, entries: list[str]) -> tuple[int, list[str]]:
+            homes = [keys.verification(delivery_verification(did) or "-") for did in entries]
+            reply = as_text(
+                await self._scripts.timer_requeue(
+                    keys=[bucket, keys.due, *homes], args=[now_ms(), *entries]
+                )
+            )
+            return int(reply[0]), reply[1:]
+
+        return check
+
+    def _expiry_check(self, keys: Keys) -> Check:
+        async def check(bucket: str, entries: list[str]) -> tuple[int, list[str]]:
+            now = now_ms()
+            per_id = [
+                k
+                for head in entries
+                for k in (keys.verification(f"ver_{head}"), keys.event(f"ver_{head}"))
+            ]
+            reply = as_text(
+                await self._scripts.timer_expire(
+                    keys=[bucket, *self._sweep_keys(keys, now), *per_id], args=[now, *entries]
+                )
+            )
+            return int(reply[0]), reply[1:]
+
+        return check
+
+    @staticmethod
+    def _sweep_keys(keys: Keys, now: int) -> list[str]:
+        """The shard-wide keys an expiry touches (``timer_expire.lua``, ``sweep.lua``)."""
+        return [
+            keys.expiring,
+            keys.stats,
+            keys.stats_day(now // 86_400_000),
+            keys.events_due,
+            keys.schedules,
+            keys.schedules_due,
+        ]
 
     async def sweep_expired(self, limit: int = 500) -> list[str]:
         """Mark pending verifications past their expiry as expired; returns their ids.
@@ -241,20 +288,15 @@ class DeliveryStore:
         """
         expired: list[str] = []
         for keys in self._layout.shards:
+            expired += await drain(self._redis, keys, EXPIRY, now_ms(), self._expiry_check(keys))
+            # The sorted set: operators' replays and earlier releases' verifications.
             now = now_ms()
             ids = cast(
                 list[str], await self._redis.zrangebyscore(keys.expiring, "-inf", now, 0, limit)
             )
             if not ids:
                 continue
-            shared = [
-                keys.expiring,
-                keys.stats,
-                keys.stats_day(now // 86_400_000),
-                keys.events_due,
-                keys.schedules,
-                keys.schedules_due,
-            ]
+            shared = self._sweep_keys(keys, now)
             per_id = [k for vid in ids for k in (keys.verification(vid), keys.event(vid))]
             reply = await self._scripts.sweep(
                 keys=[*shared, *per_id],

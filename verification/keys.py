@@ -249,6 +249,14 @@ class Keys:
         """Sorted set of unfinished deliveries scored by when to (re)enqueue them."""
         return f"{self.prefix}:deliveries:due"
 
+    def timer_bucket(self, kind: str, bucket: int) -> str:
+        """List of what falls due in one bucket of time (``verification.timers``)."""
+        return f"{self.prefix}:t:{kind}:{bucket}"
+
+    def timer_cursor(self, kind: str) -> str:
+        """The first bucket of ``kind`` not known to be empty."""
+        return f"{self.prefix}:t:{kind}:next"
+
     @property
     def dead_letters(self) -> str:
         """List of deliveries that failed for good, newest first."""

@@ -24,6 +24,8 @@ _NAMES = (
     "replay",
     "link",
     "telegram",
+    "timer_expire",
+    "timer_requeue",
     "bc_start",
     "bc_claim",
     "bc_next",
@@ -68,6 +70,8 @@ class Scripts:
     replay: AsyncScript
     link: AsyncScript
     telegram: AsyncScript
+    timer_expire: AsyncScript
+    timer_requeue: AsyncScript
     bc_start: AsyncScript
     bc_claim: AsyncScript
     bc_next: AsyncScript

@@ -31,6 +31,7 @@ from verification.models import (
 )
 from verification.phones import phone_prefix
 from verification.scripts import Scripts, as_text
+from verification.timers import EXPIRY, REQUEUE
 
 logger = logging.getLogger(__name__)
 
@@ -348,6 +349,7 @@ class VerificationService:
         hour = now // HOUR_MS
         day = now // DAY_MS
         window = policy.destination_window_seconds * 1000
+        requeue_at = now + int(self._settings.queue.requeue_after_seconds * 1000)
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(
             keys, signup.channel, destination, hour
         )
@@ -360,8 +362,8 @@ class VerificationService:
                     keys.destination_windows(window, now // window),
                     keys.site_hour(site.id, hour),
                     keys.user_signups(site.id, day),
-                    keys.due,
-                    keys.expiring,
+                    keys.timer_bucket(REQUEUE.name, REQUEUE.bucket(requeue_at)),
+                    keys.timer_bucket(EXPIRY.name, EXPIRY.bucket(expires_at)),
                     keys.stats,
                     keys.queue,
                     prefix_key,
@@ -383,8 +385,6 @@ class VerificationService:
                     self._site_limit(policy),
                     (hour + 1) * HOUR_MS - now,
                     delivery_id,
-                    now + int(self._settings.queue.requeue_after_seconds * 1000),
-                    expires_at,
                     message,
                     self._queue.maxlen,
                     prefix_limit,
@@ -583,6 +583,7 @@ class VerificationService:
         # limits stay one atomic step, at the price of a per-shard count for such resends.
         keys = self._layout.of(vid)
         window = policy.destination_window_seconds * 1000
+        requeue_at = now + int(self._settings.queue.requeue_after_seconds * 1000)
         prefix_key, prefix_limit, prefix_ttl = self._prefix_limit(keys, chosen, destination, hour)
         reply = as_text(
             await self._scripts.resend(
@@ -590,11 +591,12 @@ class VerificationService:
                     *keys.status(vid, now),
                     keys.destination_windows(window, now // window),
                     keys.site_hour(site.id, hour),
-                    keys.due,
+                    keys.timer_bucket(REQUEUE.name, REQUEUE.bucket(requeue_at)),
                     keys.verification_deliveries(vid),
                     keys.queue,
                     prefix_key,
                     keys.destination_windows(window, now // window - 1),
+                    keys.timer_bucket(EXPIRY.name, EXPIRY.bucket(expires_at)),
                 ],
                 args=[
                     now,
@@ -609,7 +611,6 @@ class VerificationService:
                     (hour + 1) * HOUR_MS - now,
                     delivery_id,
                     json.dumps(delivery),
-                    now + int(self._settings.queue.requeue_after_seconds * 1000),
                     expires_at - now + self._settings.retention_seconds * 1000,
                     chosen.value,
                     vid,
