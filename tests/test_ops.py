@@ -201,6 +201,16 @@ async def test_metrics_after_one_full_flow(
     )
     assert samples[check_route] == 1
     assert samples[("tidings_delivery_latency_seconds_count", ())] == 1
+    # Cumulative buckets, as Prometheus reads them: 0 up to the send's latency, then 1.
+    buckets = sorted(
+        (float(dict(labels)["le"]), value)
+        for (name, labels), value in samples.items()
+        if name == "tidings_delivery_latency_seconds_bucket"
+    )
+    counts = [value for _, value in buckets]
+    assert len(counts) == 11
+    assert counts == sorted(counts)
+    assert counts[-2:] == [1, 1]  # 300 s and +Inf
     # Raw ids never become label values (unbounded cardinality).
     response = await client.get("/metrics")
     assert vid not in await response.text()

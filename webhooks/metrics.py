@@ -103,10 +103,14 @@ class RedisSnapshotCollector(Collector):
         yield verifications
         yield deliveries
         yield events
-        buckets = [
-            (str(bound / 1000), float(self.stats.get(f"latency:le:{bound}", 0)))
-            for bound in _LATENCY_BOUNDS_MS
-        ]
+        # Each send counts in its own bucket ('latency:in:<ms>'); earlier releases counted
+        # every bucket it fits in ('latency:le:<ms>'), which is already cumulative.
+        buckets = []
+        below = 0.0
+        for bound in _LATENCY_BOUNDS_MS:
+            below += float(self.stats.get(f"latency:in:{bound}", 0))
+            cumulative = below + float(self.stats.get(f"latency:le:{bound}", 0))
+            buckets.append((str(bound / 1000), cumulative))
         count = float(self.stats.get("latency:count", 0))
         latency = HistogramMetricFamily(
             "tidings_delivery_latency_seconds", "Time from queueing to a successful send."

@@ -16,11 +16,17 @@ if outcome == 'sent' then
   ddel(ref, 'secret', 'lease_until', 'lease_token', 'error', 'next_attempt_at')
   redis.call('ZREM', KEYS[10], ARGV[6])
   redis.call('HINCRBY', sk.stats, 'deliveries:sent:' .. d.channel, 1)
-  -- Queue-to-sent latency histogram (ms buckets, cumulative like Prometheus).
+  -- Queue-to-sent latency histogram: the one ms bucket it falls in (webhooks/metrics.py
+  -- adds them up as Prometheus does; earlier releases counted 'latency:le:' cumulatively).
   local latency = now - tonumber(d.created_at)
+  local bucket = 'inf'
   for _, bound in ipairs({100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}) do
-    if latency <= bound then redis.call('HINCRBY', sk.stats, 'latency:le:' .. bound, 1) end
+    if latency <= bound then
+      bucket = bound
+      break
+    end
   end
+  redis.call('HINCRBY', sk.stats, 'latency:in:' .. bucket, 1)
   redis.call('HINCRBY', sk.stats, 'latency:count', 1)
   redis.call('HINCRBY', sk.stats, 'latency:sum_ms', latency)
   return {'sent'}
