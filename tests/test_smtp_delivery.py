@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from redis.asyncio import Redis
 
-from config.settings import Settings
+from config.settings import EmailSettings, Settings
 from tasks.worker import build_worker_broker
 from tests.conftest import (
     RecordingHandler,
@@ -418,3 +418,74 @@ async def test_refused_credentials_fail_at_once(
     await signup(right_client, email="bob@example.com", user_id="u-2")
     [message] = await sink.wait_for_messages(1)
     assert message["To"] == "bob@example.com"
+
+
+class DataRefusedOnce(RecordingHandler):
+    """Answers the end of the first message with ``reply``, then accepts."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__()
+        self.reply: str | None = reply
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        if self.reply is not None:
+            reply, self.reply = self.reply, None
+            return reply
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "attempts"),
+    [("554 5.7.1 Message rejected", "failed", 1), ("451 4.7.1 Try again later", "sent", 2)],
+)
+async def test_a_message_refused_at_the_end_of_data_is_final_or_retried_by_its_code(
+    client: TestClient, smtp: SmtpSink, worker: None, reply: str, status: str, attempts: int
+) -> None:
+    smtp.handler = DataRefusedOnce(reply)
+    vid = (await signup(client))["id"]
+    settled = await _delivery_when(
+        client, vid, lambda d: d["status"] in ("failed", "sent"), "the delivery to settle"
+    )
+    assert (settled["status"], settled["attempts"]) == (status, attempts)
+    if status == "failed":
+        assert "554" in settled["error"]
+        assert smtp.messages == []
+    else:
+        [message] = await smtp.wait_for_messages(1)
+        assert message["To"] == "alice@example.com"
+        assert code_from(message).isdigit()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b".first line\r\n..second\r\nthird\r\n.\r\n",  # leading dots, one line only a dot
+        b"bare line ends\nfrom elsewhere\r\n.dot\n",  # not in wire form: aiosmtplib's own path
+    ],
+)
+async def test_a_message_reaches_the_server_line_for_line(smtp: SmtpSink, body: bytes) -> None:
+    from tasks.email.rendering import RenderedEmail
+    from tasks.email.senders import SmtpSender
+
+    settings = EmailSettings(host="127.0.0.1", port=smtp.port, security="none")
+    sender = SmtpSender(settings)
+    raw = b"Subject: dots\r\nTo: alice@example.com\r\n\r\n" + body
+    message = RenderedEmail(
+        to="alice@example.com",
+        envelope_from="codes@tidings.test",
+        subject="dots",
+        message_id="<1@tidings.test>",
+        text="",
+        html="",
+        raw=raw,
+    )
+    try:
+        await sender.send(message)
+        await sender.send(message)  # the connection is still in step after the first
+    finally:
+        await sender.close()
+    first, second = await smtp.wait_for_messages(2)
+    expected = body.replace(b"\r\n", b"\n").decode()
+    for received in (first, second):
+        assert received["Subject"] == "dots"
+        assert received.get_content().replace("\r\n", "\n") == expected

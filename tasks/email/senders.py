@@ -113,6 +113,39 @@ _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
+# A line's leading dot is doubled on the wire (RFC 5321 section 4.5.2).
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _in_wire_form(raw: bytes) -> bool:
+    """Whether every line of ``raw`` ends with CRLF, as the renderer writes messages."""
+    crlf = raw.count(b"\r\n")
+    return raw.endswith(b"\r\n") and raw.count(b"\n") == crlf and raw.count(b"\r") == crlf
+
+
+async def _data(client: aiosmtplib.SMTP, raw: bytes) -> None:
+    """DATA, then the message: what ``client.data(raw)`` does for a message in wire form.
+
+    aiosmtplib rewrites every line end of every message with a regular expression (about
+    as much CPU as the rest of a send's Python); the renderer's messages already end every
+    line with CRLF, so they only need their leading dots doubled, which few have.
+    Anything else still goes through ``client.data``.
+    """
+    protocol = client.protocol
+    if protocol is None or not _in_wire_form(raw):
+        await client.data(raw)
+        return
+    if raw.startswith(b".") or b"\n." in raw:
+        raw = _LEADING_DOT.sub(b"..", raw)
+    reply = await client.execute_command(b"DATA")
+    if reply.code != SMTPStatus.start_input:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+    protocol.write(raw + b".\r\n")
+    reply = await protocol.read_response(timeout=client.timeout)
+    if reply.code != SMTPStatus.completed:
+        raise aiosmtplib.SMTPDataError(reply.code, reply.message)
+
+
 def _path(address: str, encoding: str) -> bytes:
     """``address`` as the ``<…>`` of a MAIL FROM or RCPT TO command."""
     quoted = f"<{address}>" if _DOT_ATOM_ADDRESS.fullmatch(address) else quote_address(address)
@@ -242,7 +275,7 @@ class SmtpSender:
             if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
                 raise aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
             handed_over = True
-            await client.data(message.raw)
+            await _data(client, message.raw)
             conn.last_used = time.monotonic()
         except DeliveryError:
             await self._reset(client)
