@@ -46,12 +46,17 @@ class RedactFilter(logging.Filter):
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self._secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        # A message shorter than every secret holds none (the access line's "request"):
+        # no scan, however many sites' secrets there are.
+        self._shortest = len(self._secrets[-1]) if self._secrets else 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Scrub the formatted message in place."""
         if not self._secrets:
             return True
         message = record.getMessage()
+        if len(message) < self._shortest:
+            return True
         scrubbed = message
         for secret in self._secrets:
             scrubbed = scrubbed.replace(secret, "[redacted]")

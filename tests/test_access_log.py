@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from config.logging import JsonFormatter, RecordTemplate
+from config.logging import JsonFormatter, RecordTemplate, RedactFilter
 from webhooks.bodies import parse_json
 from webhooks.problems import Problem
 
@@ -113,3 +113,15 @@ def test_bodies_refused_as_the_strict_decoder_refuses_them(body: bytes, status: 
     with pytest.raises(Problem) as refused:
         parse_json(body)
     assert refused.value.status == status
+
+
+def test_redaction_still_scrubs_messages_as_long_as_a_secret() -> None:
+    redact = RedactFilter(["s3cret-value", "abcdefgh"])
+    for message, expected in [
+        ("request", "request"),
+        ("abcdefgh", "[redacted]"),
+        ("key s3cret-value and abcdefgh", "key [redacted] and [redacted]"),
+    ]:
+        record = logging.LogRecord("x", logging.INFO, "p", 1, message, (), None)
+        assert redact.filter(record)
+        assert record.getMessage() == expected
