@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -42,7 +43,7 @@ class DeliveryStatus(StrEnum):
 
 def now_ms() -> int:
     """Wall-clock time in milliseconds, the unit stored in Redis."""
-    return int(datetime.now(UTC).timestamp() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 def iso(ms: str | int | None) -> str | None:
