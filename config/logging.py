@@ -69,8 +69,8 @@ class RecordTemplate:
     """Records for one call site that logs on every request (the access line).
 
     ``logger.info(msg, extra=...)`` walks the stack for its caller and asks for the thread
-    and process on every call: a tenth of the web tier's CPU per signup, for attributes no
-    formatter here prints. A template takes them once per process (again after a fork),
+    and process on every call, for attributes no formatter here prints (the access line
+    cost ~40 us of a signup's ~370 us of web CPU at INFO; this template saves ~25 us). A template takes them once per process (again after a fork),
     naming where the template was made as the records' origin; each record is then the
     prototype's attributes, its time and its fields, in the order ``makeRecord`` gives
     them, handed to ``logger.handle`` (filters and handlers as usual).
