@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -32,7 +31,7 @@ def normalise_locale(value: str | None, default: str = "en") -> str:
     """Map a BCP 47 tag (``zh-CN``, ``zh_Hans``, ``en-GB``) to a supported locale."""
     if not value:
         return default
-    lang = re.split(r"[-_]", value.strip().lower(), maxsplit=1)[0]
+    lang = value.strip().lower().replace("_", "-").partition("-")[0]
     return lang if lang in SUPPORTED_LOCALES else default
 
 
