@@ -7,7 +7,6 @@ import contextlib
 import logging
 import math
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -25,7 +24,7 @@ from tasks.errors import DeliveryError
 from tasks.metrics import provider_call, provider_name
 from tasks.sms.base import SmsSender
 from tasks.sms.rendering import SmsRenderer
-from verification.codes import CodeHasher
+from verification.codes import CodeHasher, random_hex
 from verification.connections import through_outage
 from verification.deliveries import Claim, DeliveryStore, NotClaimed
 from verification.models import mask_destination, now_ms
@@ -215,7 +214,7 @@ class Deliverer:
         bounds are the providers' per-operation timeouts and the outage waits.
         """
         async with self._capacity(delivery_id) as held:
-            token = secrets.token_hex(8)
+            token = random_hex(8)
             claim = await through_outage(
                 lambda: self.store.claim(delivery_id, self.lease_ms, token),
                 within=self.settings.queue.task_timeout_seconds,

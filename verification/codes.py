@@ -5,19 +5,67 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESGCMSIV
 
-__all__ = ["CodeHasher", "InvalidTag", "LinkToken", "PayloadSealer", "generate_code", "new_id"]
+__all__ = [
+    "CodeHasher",
+    "InvalidTag",
+    "LinkToken",
+    "PayloadSealer",
+    "generate_code",
+    "new_id",
+    "random_hex",
+]
 
 
 def generate_code(digits: int) -> str:
     """A uniformly random numeric code from the OS CSPRNG."""
     return f"{secrets.randbelow(10**digits):0{digits}d}"
+
+
+class _Entropy:
+    """OS randomness read 4 KiB at a time: one ``getrandom`` call per ~500 ids, not one each.
+
+    For ids that must be unique and unpredictable enough not to collide (request ids,
+    delivery id tails, lease tokens, MIME boundaries), not for secrets: codes and link
+    secrets come from :mod:`secrets` directly. A forked child starts with an empty buffer,
+    so parent and children never hand out the same bytes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the buffer (in a forked child)."""
+        self._buffer = b""
+        self._used = 0
+
+    def hex(self, nbytes: int) -> str:
+        """``nbytes`` fresh random bytes as hex."""
+        with self._lock:
+            if self._used + nbytes > len(self._buffer):
+                self._buffer = os.urandom(max(4096, nbytes))
+                self._used = 0
+            start = self._used
+            self._used += nbytes
+            return self._buffer[start : start + nbytes].hex()
+
+
+_entropy = _Entropy()
+os.register_at_fork(after_in_child=_entropy.reset)
+
+
+def random_hex(nbytes: int) -> str:
+    """``nbytes`` of OS randomness as hex, for ids (never for codes or secrets)."""
+    return _entropy.hex(nbytes)
 
 
 def new_id(prefix: str) -> str:

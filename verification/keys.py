@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
+from verification.codes import random_hex
+
 if TYPE_CHECKING:
     from config.settings import Settings
 
@@ -373,7 +375,7 @@ class Layout:
 
 def new_delivery_id(verification_id: str) -> str:
     """A delivery id that names its verification (so a worker finds both in one step)."""
-    return f"dlv_{verification_id.removeprefix('ver_')}_{secrets.token_hex(4)}"
+    return f"dlv_{verification_id.removeprefix('ver_')}_{random_hex(4)}"
 
 
 def delivery_verification(delivery_id: str) -> str | None:

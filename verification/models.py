@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import UTC, datetime
@@ -47,10 +48,16 @@ def now_ms() -> int:
 
 
 def iso(ms: str | int | None) -> str | None:
-    """Milliseconds since the epoch as an RFC 3339 UTC timestamp."""
+    """Milliseconds since the epoch as an RFC 3339 UTC timestamp (to the second)."""
     if ms in (None, "", "0", 0):
         return None
-    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds")
+    return _iso_second(int(ms) // 1000)
+
+
+@functools.lru_cache(maxsize=1024)
+def _iso_second(second: int) -> str:
+    # Answers made within a second share their timestamps: formatted once.
+    return datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
 
 
 def iso_ms(ms: int) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from config.logging import RecordTemplate, request_id_var
+from verification.codes import random_hex
 from webhooks.metrics import HttpMetrics
 
 logger = logging.getLogger("tidings.access")
@@ -29,7 +29,7 @@ def request_middleware(metrics: HttpMetrics) -> Middleware:
     @web.middleware
     async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
         incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if _SAFE_ID.match(incoming) else secrets.token_hex(8)
+        request_id = incoming if _SAFE_ID.match(incoming) else random_hex(8)
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import binascii
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from config.sites import SUPPORTED_LOCALES, SiteConfig
 from config.templates import TemplateSet, build_templates
 from tasks.email.addresses import wire_address
 from tasks.email.stencils import Stencil, shape, stencil
+from verification.codes import random_hex
 
 # SMTP wants CRLF line ends on the wire.
 CRLF = "\r\n"
@@ -166,7 +166,7 @@ class EmailRenderer:
             "Auto-Submitted": "auto-generated",
             **(headers or {}),
         }
-        boundary = f"=_tidings_{secrets.token_hex(12)}"
+        boundary = f"=_tidings_{random_hex(12)}"
         lines = [f"{name}: {_header(value)}" for name, value in fields.items()]
         # Never an encoded word over an address (RFC 2047 section 5): ASCII with A-labels, or
         # UTF-8 as RFC 6532 allows once SMTPUTF8 carries the message.
