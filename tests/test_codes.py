@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +31,7 @@ from tests.conftest import (
     signup_event,
     wait_for,
 )
-from verification.codes import CodeHasher, InvalidTag, PayloadSealer
+from verification.codes import CodeHasher, InvalidTag, PayloadSealer, random_hex
 from verification.deliveries import DeliveryStore
 from verification.keys import Keys
 from verification.models import now_ms
@@ -628,3 +629,21 @@ def test_codes_sealed_by_earlier_releases_still_open() -> None:
     nonce = b"n" * 12
     v1 = "v1." + base64.urlsafe_b64encode(nonce + aead.encrypt(nonce, b"654321", None)).decode()
     assert PayloadSealer(master).open(v1, "dlv_any_00000001") == "654321"
+
+
+def test_ids_drawn_after_a_fork_differ_from_the_parents() -> None:
+    # Web servers are forked from one parent: a buffer of randomness copied into each
+    # child would hand out the same ids twice.
+    random_hex(8)  # the parent's buffer is full
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, random_hex(8).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    parent = random_hex(8)
+    assert len(child) == len(parent) == 16
+    assert child != parent
