@@ -192,3 +192,20 @@ local function add_delivery(v_key, list_key, did, ttl)
   redis.call('HSET', v_key, 'deliveries', tails and (tails .. ' ' .. tail) or tail)
 end
 
+
+-- A timer bucket's check (verification.timers): the entries the caller read (ARGV[2..])
+-- must still be the bucket's first ones, or another worker took them meanwhile.
+local function timer_entries_ours(bucket)
+  local n = #ARGV - 1
+  local head = redis.call('LRANGE', bucket, 0, n - 1)
+  for i = 1, n do
+    if head[i] ~= ARGV[i + 1] then return false end
+  end
+  return true
+end
+
+-- Take the checked entries out of the bucket; how many are left.
+local function timer_entries_done(bucket)
+  redis.call('LTRIM', bucket, #ARGV - 1, -1)
+  return redis.call('LLEN', bucket)
+end

@@ -7,11 +7,8 @@
 --       bucket's start
 -- Reply: {entries left in the bucket, expired verification ids...}
 local now = tonumber(ARGV[1])
+if not timer_entries_ours(KEYS[1]) then return {redis.call('LLEN', KEYS[1])} end
 local n = #ARGV - 1
-local head = redis.call('LRANGE', KEYS[1], 0, n - 1)
-for i = 1, n do
-  if head[i] ~= ARGV[i + 1] then return {redis.call('LLEN', KEYS[1])} end
-end
 local reply = {0}
 for i = 1, n do
   local vid = 'ver_' .. ARGV[i + 1]
@@ -23,6 +20,5 @@ for i = 1, n do
     if v.status == 'expired' then reply[#reply + 1] = vid end
   end
 end
-redis.call('LTRIM', KEYS[1], n, -1)
-reply[1] = redis.call('LLEN', KEYS[1])
+reply[1] = timer_entries_done(KEYS[1])
 return reply

@@ -5,11 +5,8 @@
 -- ARGV: 1 now_ms, then the entries (delivery ids), as read from the bucket's start
 -- Reply: {entries left in the bucket, delivery ids put into the due set...}
 local now = tonumber(ARGV[1])
+if not timer_entries_ours(KEYS[1]) then return {redis.call('LLEN', KEYS[1])} end
 local n = #ARGV - 1
-local head = redis.call('LRANGE', KEYS[1], 0, n - 1)
-for i = 1, n do
-  if head[i] ~= ARGV[i + 1] then return {redis.call('LLEN', KEYS[1])} end
-end
 local reply = {0}
 for i = 1, n do
   local did = ARGV[i + 1]
@@ -18,6 +15,5 @@ for i = 1, n do
     if redis.call('ZADD', KEYS[2], 'NX', now, did) == 1 then reply[#reply + 1] = did end
   end
 end
-redis.call('LTRIM', KEYS[1], n, -1)
-reply[1] = redis.call('LLEN', KEYS[1])
+reply[1] = timer_entries_done(KEYS[1])
 return reply
