@@ -162,8 +162,9 @@ class DeliveryStore:
     async def extend(self, claim: Claim, lease_ms: int) -> bool:
         """Renew the lease of a running attempt; False if it is no longer ours."""
         keys = self._layout.of(claim.delivery_id)
-        reply = await self._scripts.extend(
-            keys=[
+        reply = await self._durable.unpromised(
+            self._scripts.extend,
+            [
                 keys.delivery(claim.delivery_id),
                 keys.due,
                 keys.verification(claim.verification_id),
@@ -186,8 +187,9 @@ class DeliveryStore:
         keys = self._layout.of(claim.delivery_id)
         now = now_ms()
         reply = as_text(
-            await self._scripts.record(
-                keys=[
+            await self._durable.unpromised(
+                self._scripts.record,
+                [
                     *keys.status(verification_id, now),
                     keys.delivery(claim.delivery_id),
                     keys.due,

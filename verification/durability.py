@@ -108,6 +108,18 @@ class Durability:
             raise NotDurable("Sentinel reports a failover in progress")
         return max(self.replicas, view.replicas)
 
+    async def unpromised(
+        self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
+        """Run ``script`` on the lean path without waiting for replicas.
+
+        For writes that tell nobody anything was stored (a send's outcome, which is
+        idempotent per attempt; a lease renewal).
+        """
+        if self._clustered:
+            return await script(keys=keys, args=args)
+        return await self._plain(script, keys, args)
+
     async def _plain(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """The script alone, on the lean path (:func:`pipelined`)."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
