@@ -226,3 +226,25 @@ async def test_several_shards_refuse_the_previous_layout_until_it_is_migrated(
             await ensure_layout(other, Layout(sharded.redis_prefix, 8))
     finally:
         await other.aclose()
+
+
+async def test_the_previous_layout_version_is_upgraded_in_place_and_a_newer_refused(
+    settings: Settings,
+) -> None:
+    redis = open_redis(settings)
+    layout = Layout.for_settings(settings)
+    try:
+        # Written by the release before: same keys, records this release reads.
+        await redis.hset(layout.version_key, mapping={"version": LAYOUT_VERSION - 1, "shards": 1})
+        await ensure_layout(redis, layout)
+        assert await redis.hgetall(layout.version_key) == {
+            "version": str(LAYOUT_VERSION),
+            "shards": "1",
+        }
+        # Data of a release newer than this one: refused, with what to do.
+        await redis.hset(layout.version_key, "version", LAYOUT_VERSION + 1)
+        with pytest.raises(LayoutMismatch, match="upgrade Tidings"):
+            await ensure_layout(redis, layout)
+    finally:
+        await redis.delete(layout.version_key)
+        await redis.aclose()

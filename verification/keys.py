@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 #: Shards on a Redis Cluster unless configured: 4 per master on the usual 3 masters.
 CLUSTER_SHARDS = 12
 
-#: Stored in Redis under :attr:`Layout.version_key`; bumped when keys move.
-LAYOUT_VERSION = 2
+#: Stored in Redis under :attr:`Layout.version_key`; bumped when keys move or records
+#: take a form earlier releases cannot read. 3 (2026-12): deliveries inside their
+#: verification's hash, timers in lists, ids derived from webhook-ids.
+LAYOUT_VERSION = 3
 
 
 def event_id(verification_id: str) -> str:

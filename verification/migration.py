@@ -85,6 +85,14 @@ async def ensure_layout(redis: Redis, layout: Layout) -> None:
                 f"shard(s), the settings say {layout.count}; set it back (a change of shard "
                 "count moves every key: not supported in place)"
             )
+        if stored.version < LAYOUT_VERSION:
+            # This release reads every record the older layout holds; from now on it
+            # writes records older releases cannot read, so they must refuse to start.
+            await _stamp(redis, layout)
+            logger.warning(
+                "data layout upgraded in place; earlier releases now refuse to start",
+                extra={"from_version": stored.version, "to_version": LAYOUT_VERSION},
+            )
         return
     legacy_here = stored.legacy_data and not _is_legacy_compatible(layout)
     if legacy_here:
