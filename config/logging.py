@@ -70,10 +70,11 @@ class RecordTemplate:
 
     ``logger.info(msg, extra=...)`` walks the stack for its caller and asks for the thread
     and process on every call, for attributes no formatter here prints (the access line
-    cost ~40 us of a signup's ~370 us of web CPU at INFO; this template saves ~25 us). A template takes them once per process (again after a fork),
-    naming where the template was made as the records' origin; each record is then the
-    prototype's attributes, its time and its fields, in the order ``makeRecord`` gives
-    them, handed to ``logger.handle`` (filters and handlers as usual).
+    cost ~40 us of a signup's ~370 us of web CPU at INFO; this template saves ~25 us). A
+    template takes them once per process (again after a fork), naming where the template
+    was made as the records' origin; each record is then the prototype's attributes, its
+    time and its fields, in the order ``makeRecord`` gives them, handed to
+    ``logger.handle`` (filters and handlers as usual).
     """
 
     def __init__(self, logger: logging.Logger, level: int, msg: str) -> None:

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -136,15 +135,13 @@ class Deliverer:
 
     async def channel_of(self, delivery_id: str) -> str:
         """The delivery's channel, read before claiming (a claim counts an attempt)."""
-        # DeliveryStore has no reader for one field yet; this is the claim script's hash.
         store = self.store
-        raw = await through_outage(
+        return await through_outage(
             lambda: store.channel_of(delivery_id),
             within=self.settings.queue.task_timeout_seconds,
             what="read a delivery",
             log={"delivery": delivery_id},
         )
-        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
     def _capacity(self, delivery_id: str) -> _Capacity:
         """Hold what the send needs (an SMTP connection) before the attempt is claimed.
@@ -159,8 +156,7 @@ class Deliverer:
         site = self.sites.get(claim.site)
         if site is None:
             raise DeliveryError(f"site {claim.site!r} is no longer configured", retryable=False)
-        # time.time(): now_ms() builds a datetime for the same clock.
-        minutes = max(1, math.ceil((claim.expires_at_ms - time.time() * 1000) / 60_000))
+        minutes = max(1, math.ceil((claim.expires_at_ms - now_ms()) / 60_000))
         if claim.channel == Channel.SMS:
             if self.sms is None:
                 raise DeliveryError("no SMS provider is configured", retryable=False)

@@ -89,8 +89,7 @@ class TelemetryMiddleware(TaskiqMiddleware):
         enqueued = message.labels.get(ENQUEUED_MS)
         if enqueued is not None:
             try:
-                # time_ns: the same wall clock as now_ms, without building a datetime.
-                since_queued = (time.time_ns() // 1_000_000 - int(enqueued)) / 1000
+                since_queued = (now_ms() - int(enqueued)) / 1000
             except ValueError:
                 since_queued = None
         metrics.observe_task(

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from verification.codes import CodeHasher, PayloadSealer
 from verification.durability import Durability
 from verification.keys import Keys, Layout, delivery_verification
-from verification.models import folded_delivery, now_ms
+from verification.models import delivery_field, folded_delivery, now_ms
 from verification.scripts import Scripts, as_text
 from verification.timers import EXPIRY, REQUEUE, Check, drain
 
@@ -153,7 +153,7 @@ class DeliveryStore:
         vid = delivery_verification(delivery_id)
         async with self._redis.pipeline(transaction=False) as pipe:
             if vid is not None:  # folded into its verification's hash (_lib.lua)
-                pipe.hget(keys.verification(vid), f"{delivery_id[-8:]}.channel")
+                pipe.hget(keys.verification(vid), delivery_field(delivery_id, "channel"))
             pipe.hget(keys.delivery(delivery_id), "channel")  # earlier releases' own hash
             found = [c for c in await pipe.execute() if c]
         raw = found[0] if found else ""

@@ -78,9 +78,7 @@ class Durability:
         if not self.replicas:
             if self._watch is not None:
                 await self._watch.view()
-            if self._clustered:
-                return await script(keys=keys, args=args)
-            return await self._plain(script, keys, args)
+            return await self.unpromised(script, keys, args)
         required = await self._required()
         run = self._on_node if self._clustered else self._with_wait
         try:

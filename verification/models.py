@@ -100,19 +100,23 @@ def stored_verification(verification_id: str, raw: dict[str, str]) -> dict[str, 
     return raw
 
 
+def delivery_field(delivery_id: str, name: str = "") -> str:
+    """A delivery's field ``name`` in its verification's hash (``folded`` in ``_lib.lua``)."""
+    return f"{delivery_id[-8:]}.{name}"
+
+
 def delivery_fields(delivery_id: str, record: dict[str, str]) -> dict[str, str]:
-    """A delivery's record as fields of its verification's hash (``store_delivery``)."""
-    prefix = delivery_id[-8:] + "."
-    return {prefix + name: value for name, value in record.items()}
+    """A delivery's record as fields of its verification's hash."""
+    return {delivery_field(delivery_id, name): value for name, value in record.items()}
 
 
 def folded_delivery(v: dict[str, str], delivery_id: str) -> dict[str, str] | None:
-    """A delivery's record from its verification's hash (``store_delivery`` in ``_lib.lua``).
+    """A delivery's record from its verification's hash (:func:`delivery_field`).
 
     None when the hash holds none of its fields: a delivery of an earlier release, with a
     hash of its own.
     """
-    prefix = delivery_id[-8:] + "."
+    prefix = delivery_field(delivery_id)
     d = {k[len(prefix) :]: value for k, value in v.items() if k.startswith(prefix)}
     if not d:
         return None

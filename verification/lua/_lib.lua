@@ -126,9 +126,14 @@ local DELIVERY_FIELDS = {'status', 'attempts', 'channel', 'send_no', 'created_at
   'purpose', 'lease_until', 'lease_token', 'provider_id', 'error', 'finished_at',
   'next_attempt_at', 'replayed_by'}
 
+-- A delivery inside its verification's hash (verification.models.delivery_field).
+local function folded(v_key, did)
+  return {key = v_key, pre = string.sub(did, -8) .. '.'}
+end
+
 local function delivery_ref(own_key, v_key, did)
   if redis.call('EXISTS', own_key) == 1 then return {key = own_key, pre = ''} end
-  return {key = v_key, pre = string.sub(did, -8) .. '.'}
+  return folded(v_key, did)
 end
 
 -- A first delivery's number and time are its verification's: not stored (defaults here).
@@ -165,16 +170,14 @@ local function dincr(ref, field, by)
   return redis.call('HINCRBY', ref.key, ref.pre .. field, by)
 end
 
--- A new delivery's fields (a map) into its verification's hash (verification.models.
--- delivery_fields builds the same names in Python).
+-- A new delivery's fields (a map) into its verification's hash.
 local function store_delivery(v_key, did, fields)
-  local pre = string.sub(did, -8) .. '.'
   local args = {}
   for k, v in pairs(fields) do
-    args[#args + 1] = pre .. k
+    args[#args + 1] = k
     args[#args + 1] = tostring(v)
   end
-  redis.call('HSET', v_key, unpack(args))
+  dset(folded(v_key, did), unpack(args))
 end
 
 -- A verification's deliveries, oldest first: the 8-hex tails of their ids in its hash's

@@ -10,7 +10,7 @@ local n = #ARGV - 1
 local reply = {0}
 for i = 1, n do
   local did = ARGV[i + 1]
-  local d = dget({key = KEYS[2 + i], pre = string.sub(did, -8) .. '.'})
+  local d = dget(folded(KEYS[2 + i], did))
   if d.status == 'queued' and tonumber(d.lease_until or '0') <= now then
     if redis.call('ZADD', KEYS[2], 'NX', now, did) == 1 then reply[#reply + 1] = did end
   end
